@@ -1,0 +1,171 @@
+//! The `Store` seam: everything natter keeps durably.
+//!
+//! One trait, one implementation per database (`natter-store`). The chat
+//! logic above calls only this trait. Implementations keep their SQL and
+//! migrations to themselves and must uphold the invariants written on each
+//! method: they are what the protocol's guarantees rest on.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::{
+    ids::{ConversationId, MessageId, UserId},
+    message::{NewMessage, StoredMessage},
+};
+
+/// What can go wrong in a store. `Unavailable` is the database's own failure;
+/// the others are answers about the data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("unknown user {0}")]
+    UnknownUser(UserId),
+    #[error("invalid data: {0}")]
+    Invalid(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct NewUser {
+    pub id: UserId,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct NewConversation {
+    pub id: ConversationId,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(rename = "participants")]
+    pub members: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationInfo {
+    pub id: ConversationId,
+    pub title: Option<String>,
+    pub created_at: i64,
+    pub last_seq: i64,
+    pub members: Vec<UserId>,
+}
+
+/// A committed send: the stored message, and whether it was stored by an
+/// earlier send with the same `clientMessageId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: StoredMessage,
+    pub duplicate: bool,
+}
+
+/// Which messages a reconnecting user missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncQuery {
+    pub user: UserId,
+    /// Exact positions: the client has every message of the conversation up
+    /// to this `seq`.
+    pub cursors: BTreeMap<ConversationId, i64>,
+    /// The original design's form: the client has everything committed up to
+    /// and including this message. Used for conversations without a cursor.
+    pub after_message: Option<MessageId>,
+    /// At most this many messages in the page.
+    pub limit: usize,
+}
+
+/// One page of missed messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPage {
+    /// Grouped by conversation, each group in `seq` order.
+    pub messages: Vec<StoredMessage>,
+    /// For every conversation of the user: the `seq` the client is complete
+    /// up to once it has this page. Sending these back continues the sync.
+    pub cursors: BTreeMap<ConversationId, i64>,
+    /// Whether messages remain after this page.
+    pub has_more: bool,
+}
+
+/// A bulk load: the shape of a converted export of the original design.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportData {
+    #[serde(default)]
+    pub users: Vec<NewUser>,
+    #[serde(default)]
+    pub conversations: Vec<NewConversation>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub users_created: u64,
+    pub conversations_created: u64,
+    pub members_added: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One round trip to the database, for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+
+    /// Creates a user. `Err(Conflict)` if the id is taken.
+    async fn add_user(&self, user: NewUser) -> Result<User, StoreError>;
+
+    /// Records when a user was last connected.
+    async fn set_last_seen(&self, user: &UserId, at_ms: i64) -> Result<(), StoreError>;
+
+    /// Creates a conversation with its members. `Err(Conflict)` if the id is
+    /// taken, `Err(UnknownUser)` if a member does not exist.
+    async fn create_conversation(
+        &self,
+        conversation: NewConversation,
+    ) -> Result<ConversationInfo, StoreError>;
+
+    /// The conversation with its members, or `None` if it does not exist.
+    async fn conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<ConversationInfo>, StoreError>;
+
+    /// The conversations a user is a member of.
+    async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError>;
+
+    /// Commits a batch of sends in ONE transaction (group commit) and returns
+    /// one result per send, in batch order. For each send, inside that
+    /// transaction: a send whose `(conversation, sender, client_message_id)`
+    /// is already stored returns the stored message with `duplicate: true`;
+    /// otherwise it gets the conversation's next `seq` (gapless, from 1) and
+    /// is inserted. The call returns only once the transaction is durable
+    /// under the configured policy. A send to a missing conversation fails
+    /// alone (`NotFound`); a database failure fails the whole batch.
+    async fn append(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError>;
+
+    /// One page of the messages a user missed, read from one consistent
+    /// snapshot. `Err(NotFound)` if `after_message` names no message of the
+    /// user's conversations.
+    async fn sync(&self, query: SyncQuery) -> Result<SyncPage, StoreError>;
+
+    /// Loads users and conversations in one transaction. Idempotent: existing
+    /// users and conversations are kept, missing members are added. On any
+    /// error nothing is changed and the error names the offending entry.
+    async fn import(&self, data: ImportData) -> Result<ImportReport, StoreError>;
+
+    /// Flushes and closes; later calls fail with `Unavailable`.
+    async fn close(&self);
+}
