@@ -124,7 +124,10 @@ mod tests {
     fn id_rule() {
         assert!(UserId::try_from("alice.b-c_9").is_ok());
         assert_eq!(UserId::try_from(""), Err(IdError::Empty));
-        assert_eq!(UserId::try_from("a".repeat(65).as_str()), Err(IdError::TooLong));
+        assert_eq!(
+            UserId::try_from("a".repeat(65).as_str()),
+            Err(IdError::TooLong)
+        );
         assert!(UserId::try_from("a".repeat(64).as_str()).is_ok());
         for bad in ["a b", "a/b", "é", "a\0", "{\"$ne\":null}", "x;DROP"] {
             assert_eq!(UserId::try_from(bad), Err(IdError::BadCharacter), "{bad}");

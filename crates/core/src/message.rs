@@ -49,9 +49,9 @@ impl Limits {
         }
         let token_ok = !content_type.is_empty()
             && content_type.len() <= 64
-            && content_type
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b'.' | b'-' | b'_'));
+            && content_type.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b'.' | b'-' | b'_')
+            });
         if !token_ok {
             return Err(MessageError::BadContentType);
         }
@@ -103,9 +103,18 @@ mod tests {
             l.check(&"x".repeat(16 * 1024 + 1), "text", None),
             Err(MessageError::ContentTooLarge { .. })
         ));
-        assert_eq!(l.check(&"x".repeat(16 * 1024), "image/png", Some("c1")), Ok(()));
-        assert_eq!(l.check("hi", "te xt", None), Err(MessageError::BadContentType));
+        assert_eq!(
+            l.check(&"x".repeat(16 * 1024), "image/png", Some("c1")),
+            Ok(())
+        );
+        assert_eq!(
+            l.check("hi", "te xt", None),
+            Err(MessageError::BadContentType)
+        );
         assert_eq!(l.check("hi", "", None), Err(MessageError::BadContentType));
-        assert_eq!(l.check("hi", "text", Some("")), Err(MessageError::BadClientMessageId));
+        assert_eq!(
+            l.check("hi", "text", Some("")),
+            Err(MessageError::BadClientMessageId)
+        );
     }
 }

@@ -20,7 +20,10 @@ pub fn iso8601(ms: i64) -> String {
 mod tests {
     #[test]
     fn iso_has_millis_and_z() {
-        assert_eq!(super::iso8601(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(
+            super::iso8601(1_795_000_000_123),
+            "2026-11-18T11:06:40.123Z"
+        );
         assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000Z");
     }
 }

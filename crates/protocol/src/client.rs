@@ -84,8 +84,13 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
         message,
         request_id,
     };
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| fail(ErrorCode::InvalidFormat, format!("not valid JSON: {e}"), None))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        fail(
+            ErrorCode::InvalidFormat,
+            format!("not valid JSON: {e}"),
+            None,
+        )
+    })?;
     let Value::Object(object) = &value else {
         return Err(fail(
             ErrorCode::InvalidFormat,
@@ -163,7 +168,9 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(r.request_id.as_deref(), Some("r1"));
-        let ClientFrame::SendMessage(m) = r.frame else { panic!("wrong frame") };
+        let ClientFrame::SendMessage(m) = r.frame else {
+            panic!("wrong frame")
+        };
         assert_eq!(m.conversation_id, "c1");
         assert_eq!(m.content_type, None);
     }
@@ -184,7 +191,10 @@ mod tests {
             code(r#"{"type":"send_message","conversationId":"c","content":5}"#),
             ErrorCode::InvalidMessage
         );
-        assert_eq!(code(r#"{"type":"sync","cursors":{"c":"x"}}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"sync","cursors":{"c":"x"}}"#),
+            ErrorCode::InvalidMessage
+        );
     }
 
     #[test]

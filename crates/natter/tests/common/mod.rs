@@ -1,0 +1,189 @@
+//! Shared test helpers: a real server on 127.0.0.1:0 with a temporary SQLite
+//! file, users and conversations to talk in, and clients.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use natter_client::{Client, ClientError, ServerFrame, TokenVia};
+use natter_core::{ConversationId, NewConversation, NewUser, Store, UserId};
+use natter_store::{SqliteConfig, SqliteStore};
+use tokio::sync::oneshot;
+
+pub const SECRET: &[u8] = b"test-secret-with-enough-bytes-0123456789";
+/// Long enough for a loaded CI machine; only reached when a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The standard cast: `team` = alice, bob, carol; `pair` = alice, dave;
+/// eve is in no conversation.
+pub const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "eve"];
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut natter_server::Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(SqliteConfig::new(dir.path().join("natter.db")))
+                .await
+                .expect("open store"),
+        );
+        for user in USERS {
+            store
+                .add_user(NewUser {
+                    id: uid(user),
+                    name: None,
+                })
+                .await
+                .expect("add user");
+        }
+        create_conversation(&store, "team", &["alice", "bob", "carol"]).await;
+        create_conversation(&store, "pair", &["alice", "dave"]).await;
+        let mut config = natter_server::Config::new(SECRET);
+        config.shutdown_deadline = Duration::from_secs(2);
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let broker: natter_server::BrokerFactory =
+            Box::new(|delivery| Arc::new(natter_broker::LocalBroker::new(delivery)));
+        let task = tokio::spawn({
+            let store = store.clone();
+            async move {
+                natter_server::run(listener, config, store, broker, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+            }
+        });
+        TestServer {
+            addr,
+            store,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self, user: &str) -> Client {
+        Client::connect(&self.url(), &token(user), TokenVia::Query)
+            .await
+            .expect("connect")
+    }
+
+    /// Stops the server and waits for its graceful shutdown.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(PATIENCE, &mut self.task).await;
+    }
+}
+
+pub fn uid(s: &str) -> UserId {
+    UserId::try_from(s).expect("valid user id")
+}
+
+pub async fn create_conversation(store: &Arc<dyn Store>, id: &str, members: &[&str]) {
+    store
+        .create_conversation(NewConversation {
+            id: ConversationId::try_from(id).expect("valid id"),
+            title: None,
+            members: members.iter().map(|m| uid(m)).collect(),
+        })
+        .await
+        .expect("create conversation");
+}
+
+pub fn token(user: &str) -> String {
+    natter_server::auth::mint(SECRET, &uid(user), Duration::from_secs(3600)).expect("mint")
+}
+
+/// The next frame, failing the test if none comes.
+pub async fn next(client: &mut Client) -> ServerFrame {
+    client
+        .recv_within(PATIENCE)
+        .await
+        .expect("a frame from the server")
+}
+
+/// The next frame that is not a presence or typing event.
+pub async fn next_message_frame(client: &mut Client) -> ServerFrame {
+    loop {
+        match next(client).await {
+            ServerFrame::PresenceUpdate { .. } | ServerFrame::TypingIndicator { .. } => continue,
+            frame => return frame,
+        }
+    }
+}
+
+/// Asserts nothing (but heartbeats) arrives for a short while. Used only
+/// after a positive signal proved the pipeline has flushed, so a miss is a
+/// real miss, not a slow machine.
+pub async fn assert_silent(client: &mut Client, within: Duration) {
+    match client.recv_within(within).await {
+        Err(ClientError::Timeout) => {}
+        other => panic!("expected silence, got {other:?}"),
+    }
+}
+
+/// Sends and waits for the ack; returns (messageId, seq).
+pub async fn send(client: &mut Client, conversation: &str, content: &str) -> (String, i64) {
+    let request = client
+        .send_message(conversation, content, None)
+        .await
+        .expect("send");
+    loop {
+        match next_message_frame(client).await {
+            ServerFrame::MessageSent {
+                message_id,
+                seq,
+                request_id,
+                ..
+            } if request_id.as_deref() == Some(&request) => {
+                return (message_id, seq);
+            }
+            ServerFrame::NewMessage { .. } => continue,
+            other => panic!("expected message_sent, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the next `new_message` and returns it.
+pub async fn next_new_message(client: &mut Client) -> natter_client::WireMessage {
+    match next_message_frame(client).await {
+        ServerFrame::NewMessage { message, .. } => message,
+        other => panic!("expected new_message, got {other:?}"),
+    }
+}
+
+/// Waits until the error frame comes; returns (code, requestId).
+pub async fn next_error(client: &mut Client) -> (natter_client::ErrorCode, Option<String>) {
+    match next_message_frame(client).await {
+        ServerFrame::Error {
+            code, request_id, ..
+        } => (code, request_id),
+        other => panic!("expected error, got {other:?}"),
+    }
+}
+
+/// Path of the built `natter` binary.
+pub fn natter_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_natter"))
+}

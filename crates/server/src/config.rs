@@ -1,0 +1,67 @@
+//! Everything a server instance is configured with. Built by the binary from
+//! flags and environment, or directly by tests.
+
+use std::{fmt, time::Duration};
+
+use natter_core::Limits;
+
+#[derive(Clone)]
+pub struct Config {
+    /// HS256 key for client tokens. Never printed (see the `Debug` impl).
+    pub jwt_secret: Vec<u8>,
+    /// Clock skew tolerated on `exp`.
+    pub jwt_leeway: Duration,
+    /// How often the server pings; a connection silent for two intervals is dropped.
+    pub heartbeat: Duration,
+    /// Largest WebSocket message a client may send; larger ones close with 1009.
+    pub max_frame_bytes: usize,
+    /// Bytes queued for one connection before it counts as too slow (1013).
+    pub outbox_bytes: usize,
+    /// Message content rules.
+    pub limits: Limits,
+    /// Sends committed in one transaction at most (group commit).
+    pub max_batch: usize,
+    /// Messages per `sync` page.
+    pub sync_page: usize,
+    /// Sends per user per minute (0: unlimited). Enforced by the rate limiter.
+    pub rate_limit_per_minute: u32,
+    /// Sends a user may burst above the steady rate.
+    pub rate_limit_burst: u32,
+    /// How long a graceful shutdown may take before connections are cut.
+    pub shutdown_deadline: Duration,
+}
+
+impl Config {
+    pub fn new(jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            jwt_secret: jwt_secret.into(),
+            jwt_leeway: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(30),
+            max_frame_bytes: 64 * 1024,
+            outbox_bytes: 1024 * 1024,
+            limits: Limits::default(),
+            max_batch: 1024,
+            sync_page: 500,
+            rate_limit_per_minute: 60,
+            rate_limit_burst: 10,
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("jwt_secret", &"<redacted>")
+            .field("heartbeat", &self.heartbeat)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("outbox_bytes", &self.outbox_bytes)
+            .field("limits", &self.limits)
+            .field("max_batch", &self.max_batch)
+            .field("sync_page", &self.sync_page)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .finish()
+    }
+}

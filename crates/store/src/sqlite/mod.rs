@@ -1,0 +1,144 @@
+//! The SQLite backend: one file, one writer thread, a few readers.
+
+mod config;
+mod connect;
+mod error;
+mod read;
+mod rows;
+mod workers;
+mod write;
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use async_trait::async_trait;
+use natter_core::{
+    ConversationId, NewMessage, UserId,
+    store::{
+        Appended, ConversationInfo, ImportData, ImportReport, NewConversation, NewUser, Store,
+        StoreError, SyncPage, SyncQuery, User,
+    },
+};
+use rusqlite::Connection;
+
+pub use config::{SqliteConfig, Synchronous, parse_sqlite_url};
+use workers::{ReadPool, Writer};
+
+/// natter's store in an embedded SQLite database (WAL mode).
+///
+/// Writes are serialized on one connection owned by a dedicated thread, so
+/// `seq` assignment never races and a batch of sends costs one commit (one
+/// fsync under [`Synchronous::Full`]). Reads use a pool of read-only
+/// connections on tokio's blocking threads and never wait for the writer.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens the database, creating the file if missing, and applies the
+    /// pending migrations. `read_connections` of 0 is taken as 1.
+    pub async fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = config.path.clone();
+        let (writer, readers) = tokio::task::spawn_blocking(move || open_connections(&config))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??;
+        tracing::info!(path = %path.display(), readers = readers.len(), "sqlite store open");
+        Ok(Self {
+            path,
+            writer: Writer::start(writer)?,
+            readers: ReadPool::new(readers),
+        })
+    }
+}
+
+/// The writer first: it creates the file, sets WAL and migrates, all of
+/// which the read-only connections need.
+fn open_connections(config: &SqliteConfig) -> Result<(Connection, Vec<Connection>), StoreError> {
+    let writer = connect::open_writer(&config.path, config.synchronous)?;
+    let readers = (0..config.read_connections.max(1))
+        .map(|_| connect::open_reader(&config.path, config.synchronous))
+        .collect::<error::Result<Vec<_>>>()?;
+    Ok((writer, readers))
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers.run(|c| read::ping(c)).await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let id = id.clone();
+        self.readers.run(move |c| read::user(c, &id)).await
+    }
+
+    async fn add_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.writer.run(move |c| write::add_user(c, user)).await
+    }
+
+    async fn set_last_seen(&self, user: &UserId, at_ms: i64) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.writer
+            .run(move |c| write::set_last_seen(c, &user, at_ms))
+            .await
+    }
+
+    async fn create_conversation(
+        &self,
+        conversation: NewConversation,
+    ) -> Result<ConversationInfo, StoreError> {
+        self.writer
+            .run(move |c| write::create_conversation(c, conversation))
+            .await
+    }
+
+    async fn conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<ConversationInfo>, StoreError> {
+        let id = id.clone();
+        self.readers.run(move |c| read::conversation(c, &id)).await
+    }
+
+    async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .run(move |c| read::conversations_of(c, &user))
+            .await
+    }
+
+    async fn append(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.run(move |c| write::append(c, batch)).await
+    }
+
+    async fn sync(&self, query: SyncQuery) -> Result<SyncPage, StoreError> {
+        self.readers.run(move |c| read::sync(c, &query)).await
+    }
+
+    async fn import(&self, data: ImportData) -> Result<ImportReport, StoreError> {
+        self.writer.run(move |c| write::import(c, &data)).await
+    }
+
+    /// Readers first, so the writer's connection is the last one open: its
+    /// close checkpoints the WAL into the database file.
+    async fn close(&self) {
+        self.readers.close();
+        self.writer.stop().await;
+        tracing::info!(path = %self.path.display(), "sqlite store closed");
+    }
+}

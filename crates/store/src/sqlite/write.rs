@@ -1,0 +1,284 @@
+//! The writes; each function runs on the writer thread.
+
+use std::collections::{BTreeSet, HashMap};
+
+use natter_core::{
+    ConversationId, NewMessage, StoredMessage, UserId,
+    store::{
+        Appended, ConversationInfo, ImportData, ImportReport, NewConversation, NewUser, StoreError,
+        User,
+    },
+    time::now_ms,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    error::Result,
+    rows::{self, immediate, is_foreign_key_violation, user_exists},
+};
+
+/// One send's outcome, or `Err` for a database failure that fails the batch.
+type Outcome = Result<Result<Appended, StoreError>>;
+
+/// Commits a batch of sends in one transaction; see `Store::append`.
+pub(crate) fn append(
+    conn: &mut Connection,
+    batch: Vec<NewMessage>,
+) -> Result<Vec<Result<Appended, StoreError>>> {
+    let tx = immediate(conn)?;
+    let outcomes = batch
+        .into_iter()
+        .map(|m| append_one(&tx, m))
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// One send inside the batch's transaction. A duplicate earlier in the same
+/// batch is found too, since this transaction sees its own inserts.
+fn append_one(tx: &Connection, m: NewMessage) -> Outcome {
+    if let Some(message) = stored_duplicate(tx, &m)? {
+        return Ok(Ok(Appended {
+            message,
+            duplicate: true,
+        }));
+    }
+    let Some(last_seq) = last_seq(tx, &m.conversation)? else {
+        return Ok(Err(StoreError::NotFound(format!(
+            "conversation {}",
+            m.conversation
+        ))));
+    };
+    let seq = last_seq + 1;
+    // Insert before bumping `last_seq`: a refused insert then leaves no gap.
+    if let Err(e) = insert_message(tx, &m, seq) {
+        return if is_foreign_key_violation(&e) {
+            Ok(Err(StoreError::UnknownUser(m.sender)))
+        } else {
+            Err(e.into())
+        };
+    }
+    tx.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?
+        .execute(params![m.conversation.as_str(), seq])?;
+    Ok(Ok(Appended {
+        message: stored(m, seq),
+        duplicate: false,
+    }))
+}
+
+/// The message already stored for this send's `client_message_id`, if any.
+fn stored_duplicate(tx: &Connection, m: &NewMessage) -> Result<Option<StoredMessage>> {
+    let Some(client_id) = &m.client_message_id else {
+        return Ok(None);
+    };
+    let found = tx
+        .prepare_cached(
+            "SELECT id, conversation_id, seq, sender, content, content_type,
+                    client_message_id, sent_at
+             FROM messages
+             WHERE conversation_id = ?1 AND sender = ?2 AND client_message_id = ?3",
+        )?
+        .query_row(
+            params![m.conversation.as_str(), m.sender.as_str(), client_id],
+            rows::message,
+        )
+        .optional()?;
+    Ok(found)
+}
+
+/// The conversation's newest `seq`, or `None` if it does not exist.
+fn last_seq(tx: &Connection, conversation: &ConversationId) -> Result<Option<i64>> {
+    let seq = tx
+        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?
+        .query_row([conversation.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(seq)
+}
+
+fn insert_message(tx: &Connection, m: &NewMessage, seq: i64) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, sender, content, content_type,
+                               client_message_id, sent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        m.id.as_str(),
+        m.conversation.as_str(),
+        seq,
+        m.sender.as_str(),
+        m.content,
+        m.content_type,
+        m.client_message_id,
+        m.sent_at,
+    ])
+}
+
+fn stored(m: NewMessage, seq: i64) -> StoredMessage {
+    StoredMessage {
+        id: m.id,
+        conversation: m.conversation,
+        seq,
+        sender: m.sender,
+        content: m.content,
+        content_type: m.content_type,
+        client_message_id: m.client_message_id,
+        sent_at: m.sent_at,
+    }
+}
+
+/// Creates a user; `Conflict` if the id is taken.
+pub(crate) fn add_user(conn: &Connection, user: NewUser) -> Result<User> {
+    let now = now_ms();
+    if !insert_user(conn, &user, now)? {
+        return Err(StoreError::Conflict(format!("user {}", user.id)).into());
+    }
+    Ok(User {
+        id: user.id,
+        name: user.name,
+        created_at: now,
+        last_seen: None,
+    })
+}
+
+/// `NotFound` if the user does not exist, so a caller bug is not silent.
+pub(crate) fn set_last_seen(conn: &Connection, user: &UserId, at_ms: i64) -> Result<()> {
+    let changed = conn
+        .prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?
+        .execute(params![user.as_str(), at_ms])?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("user {user}")).into());
+    }
+    Ok(())
+}
+
+/// Creates a conversation and its (deduplicated) members in one transaction.
+pub(crate) fn create_conversation(
+    conn: &mut Connection,
+    new: NewConversation,
+) -> Result<ConversationInfo> {
+    let tx = immediate(conn)?;
+    let now = now_ms();
+    if !insert_conversation(&tx, &new.id, new.title.as_deref(), now)? {
+        return Err(StoreError::Conflict(format!("conversation {}", new.id)).into());
+    }
+    let members: BTreeSet<UserId> = new.members.into_iter().collect();
+    for user in &members {
+        if !user_exists(&tx, user)? {
+            return Err(StoreError::UnknownUser(user.clone()).into());
+        }
+        insert_member(&tx, &new.id, user, now)?;
+    }
+    tx.commit()?;
+    Ok(ConversationInfo {
+        id: new.id,
+        title: new.title,
+        created_at: now,
+        last_seq: 0,
+        members: members.into_iter().collect(),
+    })
+}
+
+/// Loads users, then conversations and their members, in one transaction;
+/// see `Store::import`. Returning early drops the transaction: a rollback.
+pub(crate) fn import(conn: &mut Connection, data: &ImportData) -> Result<ImportReport> {
+    check_repeats(data)?;
+    let tx = immediate(conn)?;
+    let now = now_ms();
+    let mut report = ImportReport::default();
+    for user in &data.users {
+        report.users_created += u64::from(insert_user(&tx, user, now)?);
+    }
+    for conv in &data.conversations {
+        report.conversations_created += u64::from(insert_conversation(
+            &tx,
+            &conv.id,
+            conv.title.as_deref(),
+            now,
+        )?);
+        for user in &conv.members {
+            if !user_exists(&tx, user)? {
+                let msg = format!("conversation {}: unknown participant {user}", conv.id);
+                return Err(StoreError::Invalid(msg).into());
+            }
+            report.members_added += u64::from(insert_member(&tx, &conv.id, user, now)?);
+        }
+    }
+    tx.commit()?;
+    Ok(report)
+}
+
+/// An id listed more than once in one file must say the same thing each
+/// time (same user name, same conversation title); otherwise which one wins
+/// would be an accident of order, so the file is refused. Repeated
+/// conversation entries may list different members: they are all added,
+/// as a second import of the same conversation would.
+fn check_repeats(data: &ImportData) -> Result<(), StoreError> {
+    let mut names = HashMap::new();
+    for u in &data.users {
+        if names
+            .insert(&u.id, &u.name)
+            .is_some_and(|name| name != &u.name)
+        {
+            return Err(StoreError::Invalid(format!(
+                "user {}: listed twice with different names",
+                u.id
+            )));
+        }
+    }
+    let mut titles = HashMap::new();
+    for c in &data.conversations {
+        if titles
+            .insert(&c.id, &c.title)
+            .is_some_and(|title| title != &c.title)
+        {
+            return Err(StoreError::Invalid(format!(
+                "conversation {}: listed twice with different titles",
+                c.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Inserts a user unless the id exists; whether it was inserted.
+fn insert_user(conn: &Connection, user: &NewUser, now: i64) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![user.id.as_str(), user.name, now])?;
+    Ok(inserted == 1)
+}
+
+/// Inserts a conversation unless the id exists; whether it was inserted.
+fn insert_conversation(
+    conn: &Connection,
+    id: &ConversationId,
+    title: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO conversations (id, title, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id.as_str(), title, now])?;
+    Ok(inserted == 1)
+}
+
+/// Adds a member unless already one; whether it was added.
+fn insert_member(
+    conn: &Connection,
+    conv: &ConversationId,
+    user: &UserId,
+    now: i64,
+) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO members (conversation_id, user_id, joined_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (conversation_id, user_id) DO NOTHING",
+        )?
+        .execute(params![conv.as_str(), user.as_str(), now])?;
+    Ok(inserted == 1)
+}
