@@ -42,6 +42,20 @@ pub struct Close {
     pub flush_first: bool,
 }
 
+impl Close {
+    /// Drop the connection without a close frame: the peer is gone or not
+    /// answering. 1006 is the RFC's code for exactly that, never sent.
+    pub const ABANDON: Close = Close {
+        code: 1006,
+        reason: "",
+        flush_first: false,
+    };
+
+    pub fn sends_frame(&self) -> bool {
+        self.code != Self::ABANDON.code
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outgoing>,
@@ -161,8 +175,14 @@ impl Outbox {
     }
 
     /// Bytes queued and not yet handed to the socket.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// The code of the requested close, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        self.lock().close.map(|c| c.code)
     }
 
     /// Waits until there is something for the writer.

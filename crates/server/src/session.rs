@@ -131,18 +131,14 @@ async fn run(app: Arc<App>, stream: TcpStream, early: &[u8], auth: Result<Identi
             .track_future(read_loop(&app, &conn, &stream, early))
             .await;
         app.hub.unregister(&conn);
-        let linger_after = !matches!(end, ReadEnd::ClientClosed(_) | ReadEnd::Gone);
+        let client_closed = matches!(end, ReadEnd::ClientClosed(_));
         match end {
             ReadEnd::ClientClosed(code) => conn.outbox.close(Close {
                 code: code.unwrap_or(1000),
                 reason: "",
                 flush_first: true,
             }),
-            ReadEnd::Gone => conn.outbox.close(Close {
-                code: 1006,
-                reason: "",
-                flush_first: false,
-            }),
+            ReadEnd::Gone => conn.outbox.close(Close::ABANDON),
             ReadEnd::Invalid(e) => conn.outbox.close(Close {
                 code: e.close_code(),
                 reason: match e {
@@ -155,7 +151,11 @@ async fn run(app: Arc<App>, stream: TcpStream, early: &[u8], auth: Result<Identi
             ReadEnd::ServerClosing => {}
         }
         let _ = writer.await;
-        if linger_after {
+        let we_sent_close = conn
+            .outbox
+            .close_code()
+            .is_some_and(|c| c != Close::ABANDON.code);
+        if we_sent_close && !client_closed {
             linger(&stream).await;
         }
         tracing::debug!("disconnected");
@@ -275,6 +275,7 @@ async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, heartbeat: Du
             _ = ticker.tick() => {
                 if conn.silent_ms() > 2 * heartbeat.as_millis() as i64 {
                     tracing::debug!("heartbeat timeout");
+                    conn.outbox.close(Close::ABANDON);
                     return;
                 }
                 let _ = conn.outbox.push(Outgoing::Ping, EventKind::Durable);
@@ -290,16 +291,12 @@ async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, heartbeat: Du
             }
         }
         if let Some(close) = close
-            && close.code != 1006
+            && close.sends_frame()
         {
             ws::encode_close(close.code, close.reason, &mut buf);
         }
         if !buf.is_empty() && write_all(&stream, &buf).await.is_err() {
-            conn.outbox.close(Close {
-                code: 1006,
-                reason: "",
-                flush_first: false,
-            });
+            conn.outbox.close(Close::ABANDON);
             return;
         }
         if close.is_some() {

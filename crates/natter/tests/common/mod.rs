@@ -187,3 +187,78 @@ pub async fn next_error(client: &mut Client) -> (natter_client::ErrorCode, Optio
 pub fn natter_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_natter"))
 }
+
+/// A `natter serve` process: the real binary, on a free port.
+pub struct NatterProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl NatterProcess {
+    /// Starts `natter serve` on `database` and waits until it answers /health.
+    pub async fn start(database: &std::path::Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = std::process::Command::new(natter_bin())
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", database.display()))
+            .args(extra)
+            .env("JWT_SECRET", std::str::from_utf8(SECRET).expect("ascii"))
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_URI")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn natter");
+        let process = NatterProcess { child, port };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "natter did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub async fn connect(&self, user: &str) -> Client {
+        Client::connect(&self.url(), &token(user), TokenVia::Query)
+            .await
+            .expect("connect")
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for NatterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Creates the standard cast in a fresh database file, through the store.
+pub async fn seed_database(path: &std::path::Path) {
+    let store = SqliteStore::open(SqliteConfig::new(path)).await.expect("open");
+    let store: Arc<dyn Store> = Arc::new(store);
+    for user in USERS {
+        store.add_user(NewUser { id: uid(user), name: None }).await.expect("user");
+    }
+    create_conversation(&store, "team", &["alice", "bob", "carol"]).await;
+    create_conversation(&store, "pair", &["alice", "dave"]).await;
+    store.close().await;
+}
