@@ -111,10 +111,24 @@ id_type!(
     /// A stored message; the wire calls it `_id` / `messageId`.
     MessageId, validated: false
 );
-id_type!(
-    /// One WebSocket connection of a user; a user may hold many.
-    SessionId, validated: false
-);
+/// One WebSocket connection of a user; a user may hold many. Random, so
+/// that sessions on different instances never collide in practice; a plain
+/// number so that every connection (and every event that excludes one)
+/// carries 8 bytes, not a string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 #[cfg(test)]
 mod tests {

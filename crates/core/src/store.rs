@@ -39,6 +39,7 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub id: UserId,
     #[serde(default)]
@@ -46,6 +47,7 @@ pub struct NewUser {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewConversation {
     pub id: ConversationId,
     #[serde(default)]

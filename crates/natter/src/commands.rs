@@ -41,7 +41,7 @@ pub enum ConversationCommand {
 #[derive(Args)]
 pub struct TokenArgs {
     user: String,
-    /// Lifetime in seconds.
+    /// Lifetime in seconds (at most ten years).
     #[arg(long, default_value_t = 86_400)]
     ttl: u64,
     #[command(flatten)]
@@ -98,10 +98,20 @@ pub async fn conversation(cmd: ConversationCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest token lifetime `natter token` mints: ten years. Beyond it a
+/// token is as good as permanent, and `now + ttl` could overflow.
+const MAX_TTL_SECS: u64 = 10 * 366 * 86_400;
+
 pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
     let Some(secret) = args.secret.jwt_secret.filter(|s| !s.is_empty()) else {
         bail!("no JWT secret: set JWT_SECRET or pass --jwt-secret");
     };
+    if !(1..=MAX_TTL_SECS).contains(&args.ttl) {
+        bail!(
+            "--ttl must be between 1 and {MAX_TTL_SECS} seconds, not {}",
+            args.ttl
+        );
+    }
     let user = user_id(&args.user)?;
     let store = open_store(&args.database).await?;
     let found = store.user(&user).await;
@@ -117,8 +127,16 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let data: ImportData = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid import file", args.file.display()))?;
+    let invalid = || format!("{} is not a valid import file", args.file.display());
+    // serde would also read a struct from a JSON array (`[]` would import
+    // nothing and succeed), so insist on the documented object.
+    if !text.trim_start().starts_with('{') {
+        bail!(
+            "{}: expected a JSON object {{\"users\": [...], \"conversations\": [...]}}",
+            invalid()
+        );
+    }
+    let data: ImportData = serde_json::from_str(&text).with_context(invalid)?;
     let store = open_store(&args.database).await?;
     let result = store.import(data).await;
     store.close().await;

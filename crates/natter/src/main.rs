@@ -42,7 +42,13 @@ enum Command {
 struct DatabaseArgs {
     /// `sqlite://PATH` (append `?synchronous=normal` to trade power-loss
     /// durability for speed; the default `full` survives it).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://natter.db")]
+    // A URL may carry a password, so `--help` does not show the env value.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://natter.db"
+    )]
     database_url: String,
 }
 
@@ -95,7 +101,14 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The server logs its life at `info`; a management command prints one
+    // result line on stdout or one `error:` line on stderr, so its logs stay
+    // quiet unless RUST_LOG asks for them.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "error",
+    };
+    init_logging(default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -122,9 +135,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
@@ -164,14 +178,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "REDIS_URL is set, but this build supports only the in-process broker (one instance)"
         );
     }
-    let store = open_store(&args.database).await?;
-    let secret = match (&args.secret.jwt_secret, args.dev) {
-        (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
-        (_, true) => dev::prepare(&args.database, store.as_ref(), args.port).await?,
-        _ => bail!(
+    // Refuse a missing secret before touching the database or the network.
+    let configured = args.secret.jwt_secret.clone().filter(|s| !s.is_empty());
+    if configured.is_none() && !args.dev {
+        bail!(
             "no JWT secret: set JWT_SECRET (or --jwt-secret), or run with --dev for a local setup"
-        ),
+        );
+    }
+    let store = open_store(&args.database).await?;
+    match prepare_and_bind(&args, configured, store.as_ref()).await {
+        Ok((secret, listener)) => run_server(args, secret, listener, store).await,
+        Err(e) => {
+            store.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The listening socket and the secret (dev mode may create it). Binds
+/// first so the dev URLs name the real port, also with `--port 0`.
+async fn prepare_and_bind(
+    args: &ServeArgs,
+    configured: Option<String>,
+    store: &dyn Store,
+) -> anyhow::Result<(Vec<u8>, tokio::net::TcpListener)> {
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let secret = match configured {
+        Some(secret) => secret.into_bytes(),
+        None => {
+            let port = listener.local_addr()?.port();
+            dev::prepare(&args.database, store, port).await?
+        }
     };
+    Ok((secret, listener))
+}
+
+async fn run_server(
+    args: ServeArgs,
+    secret: Vec<u8>,
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
     let mut config = natter_server::Config::new(secret);
     config.rate_limit_per_minute = args.rate_limit_per_minute;
     config.rate_limit_burst = args.rate_limit_burst;
@@ -179,10 +229,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits.max_content_bytes = args.max_content_bytes;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(100));
     config.shutdown_deadline = Duration::from_secs(args.shutdown_deadline_secs);
-    let address = format!("{}:{}", args.host, args.port);
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
     tracing::info!(address = %listener.local_addr()?, "natter listening");
     let broker: natter_server::BrokerFactory =
         Box::new(|delivery| Arc::new(natter_broker::LocalBroker::new(delivery)));

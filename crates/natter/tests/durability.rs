@@ -35,7 +35,9 @@ async fn acked_messages_survive_kill_9() {
 
     let server = NatterProcess::start(&database, &[]).await;
     let mut bob = server.connect("bob").await;
-    bob.send_json(&json!({"type": "sync", "cursors": {"team": 0}})).await.expect("sync");
+    bob.send_json(&json!({"type": "sync", "cursors": {"team": 0}}))
+        .await
+        .expect("sync");
     let mut found = HashSet::new();
     loop {
         match next(&mut bob).await {
@@ -53,9 +55,16 @@ async fn acked_messages_survive_kill_9() {
 
     // And the retry of an acked send after the crash is recognised.
     let mut alice = server.connect("alice").await;
-    alice.send_message("team", "durable 0", Some("d0")).await.expect("send");
+    alice
+        .send_message("team", "durable 0", Some("d0"))
+        .await
+        .expect("send");
     match next(&mut alice).await {
-        ServerFrame::MessageSent { duplicate, message_id, .. } => {
+        ServerFrame::MessageSent {
+            duplicate,
+            message_id,
+            ..
+        } => {
             assert!(duplicate);
             assert!(acked.contains(&message_id));
         }

@@ -22,7 +22,10 @@ async fn a_client_that_answers_pings_stays_connected() {
     let mut pings = 0;
     while pings < 5 {
         // Reading lets tungstenite answer each ping with a pong.
-        match tokio::time::timeout(PATIENCE, socket.next()).await.expect("frames keep coming") {
+        match tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("frames keep coming")
+        {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Text(_))) => {}
             other => panic!("connection lost after {pings} pings: {other:?}"),
@@ -45,7 +48,9 @@ async fn a_silent_connection_is_dropped() {
     let server = TestServer::start_with(|c| c.heartbeat = HEARTBEAT).await;
     // A raw client: completes the handshake, then never reads a frame or
     // answers a ping.
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
     let request = format!(
         "GET /ws?token={} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -68,5 +73,8 @@ async fn a_silent_connection_is_dropped() {
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     assert!(text.contains("connection_established"));
     // Pings were sent (opcode 0x89) before it gave up.
-    assert!(received.windows(2).any(|w| w == [0x89, 0x00]), "the server pinged");
+    assert!(
+        received.windows(2).any(|w| w == [0x89, 0x00]),
+        "the server pinged"
+    );
 }

@@ -38,14 +38,22 @@ async fn a_message_reaches_every_device_of_every_participant_and_nobody_else() {
             assert!(!message_id.is_empty());
             assert_eq!(conversation_id, "team");
             assert_eq!(seq, 1);
-            assert!(sent_at.ends_with('Z') && sent_at.contains('T'), "ISO-8601: {sent_at}");
+            assert!(
+                sent_at.ends_with('Z') && sent_at.contains('T'),
+                "ISO-8601: {sent_at}"
+            );
             assert_eq!(client_message_id.as_deref(), Some("c-1"));
             assert!(!duplicate);
             assert_eq!(request_id, Some(request));
         }
         other => panic!("expected message_sent, got {other:?}"),
     }
-    for receiver in [&mut alice_phone, &mut bob_laptop, &mut bob_phone, &mut carol] {
+    for receiver in [
+        &mut alice_phone,
+        &mut bob_laptop,
+        &mut bob_phone,
+        &mut carol,
+    ] {
         let message = next_new_message(receiver).await;
         assert_eq!(message.content, "hello team");
         assert_eq!(message.sender, "alice");
@@ -74,17 +82,27 @@ async fn a_retried_client_message_id_is_stored_once() {
 
     let mut acks = Vec::new();
     for _ in 0..2 {
-        alice.send_message("team", "only once", Some("retry-1")).await.expect("send");
+        alice
+            .send_message("team", "only once", Some("retry-1"))
+            .await
+            .expect("send");
         match next(&mut alice).await {
-            ServerFrame::MessageSent { message_id, seq, duplicate, .. } => {
-                acks.push((message_id, seq, duplicate))
-            }
+            ServerFrame::MessageSent {
+                message_id,
+                seq,
+                duplicate,
+                ..
+            } => acks.push((message_id, seq, duplicate)),
             other => panic!("expected message_sent, got {other:?}"),
         }
     }
     assert_eq!(acks[0].0, acks[1].0, "same messageId");
     assert_eq!(acks[0].1, acks[1].1, "same seq");
-    assert_eq!((acks[0].2, acks[1].2), (false, true), "the retry is flagged duplicate");
+    assert_eq!(
+        (acks[0].2, acks[1].2),
+        (false, true),
+        "the retry is flagged duplicate"
+    );
 
     // Bob got it once: the next thing he sees is the following message.
     assert_eq!(next_new_message(&mut bob).await.content, "only once");
@@ -93,7 +111,9 @@ async fn a_retried_client_message_id_is_stored_once() {
     assert_eq!(next_new_message(&mut bob).await.content, "next");
 
     // The same clientMessageId from another sender is another message.
-    bob.send_message("team", "mine", Some("retry-1")).await.expect("send");
+    bob.send_message("team", "mine", Some("retry-1"))
+        .await
+        .expect("send");
     match next_message_frame(&mut bob).await {
         ServerFrame::MessageSent { duplicate, seq, .. } => assert_eq!((duplicate, seq), (false, 3)),
         other => panic!("expected message_sent, got {other:?}"),
@@ -111,7 +131,10 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
     for user in &members {
         server
             .store
-            .add_user(NewUser { id: uid(user), name: None })
+            .add_user(NewUser {
+                id: uid(user),
+                name: None,
+            })
             .await
             .expect("user");
     }
@@ -131,7 +154,11 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
         tasks.push(tokio::spawn(async move {
             for i in 0..EACH {
                 client
-                    .send_message("crowd", &format!("{sender} {i}"), Some(&format!("{sender}-{i}")))
+                    .send_message(
+                        "crowd",
+                        &format!("{sender} {i}"),
+                        Some(&format!("{sender}-{i}")),
+                    )
                     .await
                     .expect("send");
             }
@@ -139,7 +166,11 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
             let (mut acked, mut seen) = (Vec::new(), Vec::new());
             while acked.len() < EACH || seen.len() < (SENDERS - 1) * EACH {
                 let frame = client.recv_within(PATIENCE).await.unwrap_or_else(|e| {
-                    panic!("{sender}: {e} after {} acks, {} messages", acked.len(), seen.len())
+                    panic!(
+                        "{sender}: {e} after {} acks, {} messages",
+                        acked.len(),
+                        seen.len()
+                    )
                 });
                 match frame {
                     ServerFrame::MessageSent { seq, .. } => acked.push(seq),
@@ -154,7 +185,10 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
     for task in tasks {
         let (acked, seen) = task.await.expect("sender");
         assert!(acked.windows(2).all(|w| w[0] < w[1]), "acks in seq order");
-        assert!(seen.windows(2).all(|w| w[0] < w[1]), "live messages in seq order");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "live messages in seq order"
+        );
         all_acked.extend(acked);
     }
     all_acked.sort_unstable();
@@ -166,7 +200,10 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
         while seqs.len() < SENDERS * EACH {
             seqs.push(next_new_message(&mut receiver).await.seq);
         }
-        assert_eq!(seqs, expected, "a receiver sees every message, in seq order");
+        assert_eq!(
+            seqs, expected,
+            "a receiver sees every message, in seq order"
+        );
     }
     let distinct: HashSet<_> = all_acked.iter().collect();
     assert_eq!(distinct.len(), SENDERS * EACH);
@@ -196,7 +233,10 @@ async fn content_type_and_unicode_round_trip_byte_exact() {
         }))
         .await
         .expect("send");
-    assert_eq!(next_new_message(&mut bob).await.content_type, "application/json");
+    assert_eq!(
+        next_new_message(&mut bob).await.content_type,
+        "application/json"
+    );
 
     // And the same bytes come back from the store.
     let mut carol = server.connect("carol").await;

@@ -10,7 +10,10 @@ use natter_client::{Client, ErrorCode, ServerFrame, WireMessage};
 use serde_json::{Value, json};
 
 /// Sends a sync request and collects the replay up to `sync_complete`.
-async fn sync(client: &mut Client, request: Value) -> (Vec<WireMessage>, BTreeMap<String, i64>, bool) {
+async fn sync(
+    client: &mut Client,
+    request: Value,
+) -> (Vec<WireMessage>, BTreeMap<String, i64>, bool) {
     client.send_json(&request).await.expect("sync");
     let mut replayed = Vec::new();
     loop {
@@ -19,7 +22,9 @@ async fn sync(client: &mut Client, request: Value) -> (Vec<WireMessage>, BTreeMa
                 assert!(replay, "replayed messages carry replay: true");
                 replayed.push(message);
             }
-            ServerFrame::SyncComplete { cursors, has_more, .. } => {
+            ServerFrame::SyncComplete {
+                cursors, has_more, ..
+            } => {
                 return (replayed, cursors, has_more);
             }
             other => panic!("unexpected {other:?}"),
@@ -42,11 +47,17 @@ async fn sync_with_cursors_replays_exactly_what_was_missed() {
 
     // Bob had team up to seq 2.
     let mut bob = server.connect("bob").await;
-    let (replayed, cursors, has_more) =
-        sync(&mut bob, json!({"type": "sync", "cursors": {"team": 2}, "requestId": "s1"})).await;
+    let (replayed, cursors, has_more) = sync(
+        &mut bob,
+        json!({"type": "sync", "cursors": {"team": 2}, "requestId": "s1"}),
+    )
+    .await;
     assert_eq!(seqs(&replayed), [3, 4, 5]);
     assert_eq!(replayed[0].content, "team 3");
-    assert!(replayed.iter().all(|m| m.conversation_id == "team"), "never pair: not his");
+    assert!(
+        replayed.iter().all(|m| m.conversation_id == "team"),
+        "never pair: not his"
+    );
     assert_eq!(cursors, BTreeMap::from([("team".to_string(), 5)]));
     assert!(!has_more);
 
@@ -57,10 +68,17 @@ async fn sync_with_cursors_replays_exactly_what_was_missed() {
 
     // Alice is in both; a conversation without a cursor replays from the start.
     let mut alice2 = server.connect("alice").await;
-    let (replayed, cursors, _) = sync(&mut alice2, json!({"type": "sync", "cursors": {"team": 4}})).await;
-    let got: Vec<_> = replayed.iter().map(|m| (m.conversation_id.as_str(), m.seq)).collect();
+    let (replayed, cursors, _) =
+        sync(&mut alice2, json!({"type": "sync", "cursors": {"team": 4}})).await;
+    let got: Vec<_> = replayed
+        .iter()
+        .map(|m| (m.conversation_id.as_str(), m.seq))
+        .collect();
     assert_eq!(got, [("pair", 1), ("team", 5)]);
-    assert_eq!(cursors, BTreeMap::from([("pair".into(), 1), ("team".into(), 5)]));
+    assert_eq!(
+        cursors,
+        BTreeMap::from([("pair".into(), 1), ("team".into(), 5)])
+    );
 }
 
 #[tokio::test]
@@ -76,15 +94,34 @@ async fn sync_with_last_message_id_replays_everything_committed_after_it() {
 
     // The original client remembers only the last message it saw.
     let mut alice2 = server.connect("alice").await;
-    let (replayed, cursors, has_more) =
-        sync(&mut alice2, json!({"type": "sync", "lastMessageId": ids[1]})).await;
-    let got: Vec<_> = replayed.iter().map(|m| (m.conversation_id.as_str(), m.seq)).collect();
+    let (replayed, cursors, has_more) = sync(
+        &mut alice2,
+        json!({"type": "sync", "lastMessageId": ids[1]}),
+    )
+    .await;
+    let got: Vec<_> = replayed
+        .iter()
+        .map(|m| (m.conversation_id.as_str(), m.seq))
+        .collect();
     assert_eq!(got, [("pair", 1), ("team", 3), ("team", 4)]);
-    assert_eq!(cursors, BTreeMap::from([("pair".into(), 1), ("team".into(), 4)]));
+    assert_eq!(
+        cursors,
+        BTreeMap::from([("pair".into(), 1), ("team".into(), 4)])
+    );
     assert!(!has_more);
 
-    let (replayed, _, _) = sync(&mut alice2, json!({"type": "sync", "lastMessageId": ids[2]})).await;
-    assert_eq!(replayed.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["pair 1", "team 4"]);
+    let (replayed, _, _) = sync(
+        &mut alice2,
+        json!({"type": "sync", "lastMessageId": ids[2]}),
+    )
+    .await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["pair 1", "team 4"]
+    );
 }
 
 #[tokio::test]
@@ -97,7 +134,10 @@ async fn an_unknown_or_foreign_last_message_id_is_not_found() {
         dave.send_json(&json!({"type": "sync", "lastMessageId": id, "requestId": "x"}))
             .await
             .expect("send");
-        assert_eq!(next_error(&mut dave).await, (ErrorCode::NotFound, Some("x".into())));
+        assert_eq!(
+            next_error(&mut dave).await,
+            (ErrorCode::NotFound, Some("x".into()))
+        );
     }
 }
 
@@ -132,7 +172,11 @@ async fn a_large_gap_is_paged_with_has_more() {
         request = json!({"type": "sync", "cursors": cursors});
     }
     assert_eq!(pages, [(500, true), (500, true), (200, false)]);
-    assert_eq!(all, (1..=1200).collect::<Vec<_>>(), "every message once, in order");
+    assert_eq!(
+        all,
+        (1..=1200).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
 }
 
 #[tokio::test]
@@ -154,6 +198,12 @@ async fn the_sdk_keeps_cursors_and_resumes_after_a_reconnect() {
     bob.sync().await.expect("sync");
     assert_eq!(next_new_message(&mut bob).await.content, "two");
     assert_eq!(next_new_message(&mut bob).await.content, "three");
-    assert!(matches!(next(&mut bob).await, ServerFrame::SyncComplete { has_more: false, .. }));
+    assert!(matches!(
+        next(&mut bob).await,
+        ServerFrame::SyncComplete {
+            has_more: false,
+            ..
+        }
+    ));
     assert_eq!(bob.cursors["team"], 3);
 }

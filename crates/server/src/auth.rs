@@ -27,13 +27,25 @@ pub enum AuthError {
     Invalid(String),
     #[error("unknown user")]
     UnknownUser,
+    /// The user could not be looked up: a server fault, not the client's.
+    #[error("cannot check the user: {0}")]
+    Unavailable(String),
 }
 
 impl AuthError {
+    /// The close code: 1008 (do not retry) unless the fault is ours.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::Unavailable(_) => natter_protocol::close::INTERNAL_ERROR,
+            _ => natter_protocol::close::POLICY_VIOLATION,
+        }
+    }
+
     /// The close reason the contract names.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Missing => natter_protocol::close::REASON_AUTH_REQUIRED,
+            Self::Unavailable(_) => "Server error, retry later",
             _ => natter_protocol::close::REASON_AUTH_FAILED,
         }
     }
@@ -84,7 +96,7 @@ pub fn mint(secret: &[u8], user: &UserId, ttl: Duration) -> Result<String, AuthE
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
         sub: user.to_string(),
-        exp: now + ttl.as_secs(),
+        exp: now.saturating_add(ttl.as_secs()),
         iat: Some(now),
     };
     let key = EncodingKey::from_secret(secret).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -106,7 +118,7 @@ pub fn presented_token(uri: &Uri, headers: &HeaderMap) -> Option<Presented> {
     let from_query = uri.query().and_then(|q| {
         q.split('&')
             .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| *k == "token")
+            .find(|(k, v)| *k == "token" && !v.is_empty())
             .map(|(_, v)| percent_decode(v))
     });
     let from_header = || {

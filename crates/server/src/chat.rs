@@ -280,7 +280,7 @@ async fn commit_loop(
                         if !appended.duplicate {
                             broker.publish(Event {
                                 audience,
-                                except_session: Some(sender.session.clone()),
+                                except_session: Some(sender.session),
                                 kind: EventKind::Durable,
                                 payload: json(&ServerFrame::NewMessage {
                                     message: wire(&appended.message),

@@ -13,9 +13,12 @@ use std::{
     },
 };
 
-use natter_core::{Delivery, Event, SessionId, UserId};
+use std::time::Duration;
 
-use crate::outbox::{Outbox, Outgoing};
+use natter_core::{Delivery, Event, EventKind, SessionId, UserId};
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Close, Outbox, Outgoing};
 
 /// One WebSocket connection as the rest of the server sees it.
 #[derive(Debug)]
@@ -79,6 +82,29 @@ impl Hub {
     /// Every open connection, for shutdown.
     pub fn all(&self) -> Vec<Arc<Connection>> {
         self.lock().values().flatten().cloned().collect()
+    }
+
+    /// The heartbeat, for every connection at once: one timer per instance
+    /// rather than one per connection. Each interval, a connection silent
+    /// for two intervals is dropped and every other one is pinged.
+    pub async fn heartbeat(&self, every: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let limit = 2 * every.as_millis() as i64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            for conn in self.all() {
+                if conn.silent_ms() > limit {
+                    tracing::debug!(session = %conn.session, "heartbeat timeout");
+                    conn.outbox.close(Close::ABANDON);
+                } else {
+                    let _ = conn.outbox.push(Outgoing::Ping, EventKind::Durable);
+                }
+            }
+        }
     }
 }
 

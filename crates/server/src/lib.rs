@@ -78,6 +78,14 @@ pub async fn run(
         readers: TaskTracker::new(),
         shutdown: CancellationToken::new(),
     });
+    tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.hub
+                .heartbeat(app.config.heartbeat, app.shutdown.clone())
+                .await
+        }
+    });
     let http_connections = TaskTracker::new();
     let accept = http::accept_loop(
         listener,
@@ -109,6 +117,9 @@ async fn drain(app: &App) {
     let deadline = app.config.shutdown_deadline;
     let started = tokio::time::Instant::now();
     app.shutdown.cancel();
+    for conn in app.hub.all() {
+        conn.outbox.stop_reading();
+    }
     app.readers.close();
     let _ = tokio::time::timeout(deadline / 4, app.readers.wait()).await;
     app.chat.flush().await;

@@ -1,18 +1,22 @@
 //! The bounded queue between everything that sends to a connection (fan-out,
-//! acks, replies) and that connection's writer task.
+//! acks, replies) and that connection's writer task, plus the signals the
+//! connection's two tasks wait on.
 //!
-//! A plain mutex-guarded `VecDeque` rather than a channel: an empty
-//! `VecDeque` owns no memory, while a bounded tokio channel allocates its
-//! first block of slots up front, for every idle connection.
+//! Built for many idle connections: a `VecDeque` that is empty owns no
+//! memory, and the tasks are woken through `AtomicWaker`s (a pointer and a
+//! state word each) instead of channels or `Notify`s, whose wait futures
+//! would sit in every idle task.
 
 use std::{
     collections::VecDeque,
+    future::poll_fn,
     sync::{Mutex, MutexGuard},
+    task::{Context, Poll},
 };
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use natter_core::EventKind;
-use tokio::sync::Notify;
 
 /// One thing for the writer to put on the wire.
 #[derive(Debug, Clone)]
@@ -28,8 +32,8 @@ pub enum Outgoing {
 pub enum PushError {
     /// The connection is closing; nothing more is queued.
     Closed,
-    /// The queue is over its byte limit: the connection must be closed with
-    /// 1013 (a droppable event was simply dropped and not reported here).
+    /// The queue is over its byte limit: the connection is being closed with
+    /// 1013 (a droppable event is simply dropped and not reported here).
     Full,
 }
 
@@ -56,22 +60,32 @@ impl Close {
     }
 }
 
+/// What wakes the reader besides its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The connection is being closed.
+    Closing,
+    /// The server is draining: read no more requests.
+    Draining,
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<Close>,
+    draining: bool,
+    /// The reader waits for room (a `sync` replay): wake it on `take`.
+    reader_wants_room: bool,
 }
 
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer when something is queued or a close is requested.
-    wake_writer: Notify,
-    /// Wakes producers that wait for room (sync replays).
-    room: Notify,
-    /// Wakes the reader when a close is requested.
-    closed: Notify,
+    /// The writer task, woken when something is queued or a close requested.
+    writer: AtomicWaker,
+    /// The reader task, woken on close, on drain, and on room when it waits.
+    reader: AtomicWaker,
     max_bytes: usize,
 }
 
@@ -79,9 +93,8 @@ impl Outbox {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             state: Mutex::default(),
-            wake_writer: Notify::new(),
-            room: Notify::new(),
-            closed: Notify::new(),
+            writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
             max_bytes,
         }
     }
@@ -113,38 +126,42 @@ impl Outbox {
                 flush_first: false,
             });
             drop(state);
-            self.wake_writer.notify_one();
-            self.closed.notify_waiters();
+            self.writer.wake();
+            self.reader.wake();
             return Err(PushError::Full);
         }
         state.bytes += size;
         state.queue.push_back(item);
         drop(state);
-        self.wake_writer.notify_one();
+        self.writer.wake();
         Ok(())
     }
 
     /// Queues a frame once the queue has room for it: for replies the
     /// connection asked for (a `sync` page), which must not count as falling
-    /// behind.
+    /// behind. Called by the reader task only.
     pub async fn push_when_room(&self, payload: Bytes) -> Result<(), PushError> {
-        loop {
-            let room = self.room.notified();
-            {
-                let mut state = self.lock();
-                if state.close.is_some() {
-                    return Err(PushError::Closed);
-                }
-                if state.bytes + payload.len() <= self.max_bytes / 2 || state.queue.is_empty() {
-                    state.bytes += payload.len();
-                    state.queue.push_back(Outgoing::Text(payload));
-                    drop(state);
-                    self.wake_writer.notify_one();
-                    return Ok(());
-                }
+        let mut payload = Some(payload);
+        poll_fn(|cx| {
+            self.reader.register(cx.waker());
+            let mut state = self.lock();
+            if state.close.is_some() {
+                return Poll::Ready(Err(PushError::Closed));
             }
-            room.await;
-        }
+            let size = payload.as_ref().map_or(0, Bytes::len);
+            if state.bytes + size > self.max_bytes / 2 && !state.queue.is_empty() {
+                state.reader_wants_room = true;
+                return Poll::Pending;
+            }
+            if let Some(payload) = payload.take() {
+                state.bytes += size;
+                state.queue.push_back(Outgoing::Text(payload));
+            }
+            drop(state);
+            self.writer.wake();
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Asks the writer to close the connection. The first close wins.
@@ -154,30 +171,14 @@ impl Outbox {
             state.close = Some(close);
         }
         drop(state);
-        self.wake_writer.notify_one();
-        self.room.notify_waiters();
-        self.closed.notify_waiters();
+        self.writer.wake();
+        self.reader.wake();
     }
 
-    /// Resolves once a close has been requested.
-    pub async fn closing(&self) {
-        loop {
-            let closed = self.closed.notified();
-            if self.is_closing() {
-                return;
-            }
-            closed.await;
-        }
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.lock().close.is_some()
-    }
-
-    /// Bytes queued and not yet handed to the socket.
-    #[cfg(test)]
-    fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+    /// Tells the reader to stop taking requests (graceful shutdown).
+    pub fn stop_reading(&self) {
+        self.lock().draining = true;
+        self.reader.wake();
     }
 
     /// The code of the requested close, if any.
@@ -185,27 +186,49 @@ impl Outbox {
         self.lock().close.map(|c| c.code)
     }
 
-    /// Waits until there is something for the writer.
-    pub async fn wait(&self) {
-        self.wake_writer.notified().await;
+    /// For the reader: ready when it must stop reading.
+    pub fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<Stop> {
+        self.reader.register(cx.waker());
+        let state = self.lock();
+        if state.close.is_some() {
+            Poll::Ready(Stop::Closing)
+        } else if state.draining {
+            Poll::Ready(Stop::Draining)
+        } else {
+            Poll::Pending
+        }
     }
 
-    /// Takes everything queued, and the close if one was requested.
-    pub fn take(&self, into: &mut Vec<Outgoing>) -> Option<Close> {
+    /// For the writer: waits until there is something to write or a close.
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            self.writer.register(cx.waker());
+            let state = self.lock();
+            if state.queue.is_empty() && state.close.is_none() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// Takes everything queued, and the close if one was requested. The
+    /// queue's allocation goes with it, so an idle connection keeps none.
+    pub fn take(&self) -> (VecDeque<Outgoing>, Option<Close>) {
         let mut state = self.lock();
         let close = state.close;
-        if close.is_none_or(|c| c.flush_first) {
-            into.extend(state.queue.drain(..));
-        } else {
-            state.queue.clear();
+        let mut queue = std::mem::take(&mut state.queue);
+        if close.is_some_and(|c| !c.flush_first) {
+            queue.clear();
         }
         state.bytes = 0;
-        if state.queue.capacity() > 64 {
-            state.queue = VecDeque::new();
-        }
+        let wake_reader = std::mem::take(&mut state.reader_wants_room);
         drop(state);
-        self.room.notify_waiters();
-        close
+        if wake_reader {
+            self.reader.wake();
+        }
+        (queue, close)
     }
 }
 
@@ -215,23 +238,32 @@ mod tests {
 
     #[test]
     fn overflow_drops_ephemeral_first_then_closes() {
-        let o = Outbox::new(100);
+        let o = Outbox::new(120);
         let frame = || Outgoing::Text(Bytes::from_static(&[b'x'; 30]));
         assert_eq!(o.push(frame(), EventKind::Durable), Ok(()));
         assert_eq!(o.push(frame(), EventKind::Ephemeral), Ok(()));
-        assert_eq!(o.queued_bytes(), 60);
         assert_eq!(
             o.push(frame(), EventKind::Ephemeral),
             Ok(()),
             "dropped silently"
         );
-        assert_eq!(o.queued_bytes(), 60);
+        assert_eq!(o.lock().bytes, 60);
         assert_eq!(o.push(frame(), EventKind::Durable), Ok(()));
+        assert_eq!(o.push(frame(), EventKind::Durable), Ok(()));
+        assert_eq!(o.lock().bytes, 120);
         assert_eq!(o.push(frame(), EventKind::Durable), Err(PushError::Full));
         assert_eq!(o.push(frame(), EventKind::Durable), Err(PushError::Closed));
-        let mut out = Vec::new();
-        let close = o.take(&mut out).expect("closing");
-        assert_eq!(close.code, 1013);
+        let (out, close) = o.take();
+        assert_eq!(close.map(|c| c.code), Some(1013));
         assert!(out.is_empty(), "a slow consumer's backlog is discarded");
+    }
+
+    #[test]
+    fn an_idle_outbox_owns_no_queue_memory() {
+        let o = Outbox::new(100);
+        o.push(Outgoing::Ping, EventKind::Durable).expect("room");
+        let (out, _) = o.take();
+        assert_eq!(out.len(), 1);
+        assert_eq!(o.lock().queue.capacity(), 0);
     }
 }

@@ -6,7 +6,7 @@
 //! writer owns the sending side, drains the outbox and writes everything
 //! that is ready with one syscall per wake-up.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 
 use axum::{
     body::Body,
@@ -16,7 +16,7 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use natter_core::{EventKind, SessionId, time};
-use natter_protocol::{ClientFrame, ServerFrame, close, parse_request};
+use natter_protocol::{ClientFrame, ServerFrame, parse_request};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -50,10 +50,12 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = app.tracker.clone();
     tracker.spawn(async move {
-        match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-            Ok(Ok(parts)) => run(app, parts.io.into_inner(), &parts.read_buf, auth).await,
-            Ok(Err(_)) => tracing::error!("upgraded connection is not a TcpStream"),
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        let Some((stream, early)) = take_socket(on_upgrade).await else {
+            return;
+        };
+        match auth {
+            Ok(identity) => start(app, stream, early, identity),
+            Err(e) => refuse(stream, e).await,
         }
     });
     let mut response = Response::new(Body::empty());
@@ -82,64 +84,190 @@ async fn authenticate(
     match app.chat.store().user(&identity.user).await {
         Ok(Some(_)) => Ok(identity),
         Ok(None) => Err(AuthError::UnknownUser),
-        Err(e) => Err(AuthError::Invalid(e.to_string())),
+        Err(e) => Err(AuthError::Unavailable(e.to_string())),
     }
 }
 
-/// The life of one upgraded connection.
-async fn run(app: Arc<App>, stream: TcpStream, early: &[u8], auth: Result<Identity, AuthError>) {
-    let _ = stream.set_nodelay(true);
-    let stream = Arc::new(stream);
-    let identity = match auth {
-        Ok(identity) => identity,
+/// The plain socket once hyper has sent the 101, with any bytes the client
+/// sent early.
+async fn take_socket(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<(Arc<TcpStream>, Vec<u8>)> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
         Err(e) => {
-            tracing::info!(reason = %e, "authentication failed");
-            let mut frame = Vec::new();
-            ws::encode_close(close::POLICY_VIOLATION, e.reason(), &mut frame);
-            if write_all(&stream, &frame).await.is_ok() {
-                linger(&stream).await;
-            }
-            return;
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
         }
     };
-    let session = SessionId::new_unchecked(uuid::Uuid::now_v7().simple().to_string());
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        tracing::error!("upgraded connection is not a TcpStream");
+        return None;
+    };
+    // Copy what the client sent early and let hyper's read buffer go now:
+    // the `Bytes` pins its whole 8 KiB allocation.
+    let early = parts.read_buf.to_vec();
+    drop(parts.read_buf);
+    let stream = parts.io.into_inner();
+    let _ = stream.set_nodelay(true);
+    Some((Arc::new(stream), early))
+}
+
+/// Closes an unauthenticated connection with the contract's code and reason.
+async fn refuse(stream: Arc<TcpStream>, error: AuthError) {
+    tracing::info!(reason = %error, "authentication failed");
+    let mut frame = Vec::new();
+    ws::encode_close(error.close_code(), error.reason(), &mut frame);
+    if write_all(&stream, &frame).await.is_ok() {
+        linger(&stream).await;
+    }
+}
+
+/// Registers an authenticated connection and starts its two tasks. The
+/// reader task's whole state is a [`Reader`]: what an idle connection costs.
+fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identity) {
+    let session = SessionId(rand::random());
+    let conn = Arc::new(Connection::new(
+        session,
+        identity.user.clone(),
+        Outbox::new(app.config.outbox_bytes),
+    ));
+    let hello = ServerFrame::ConnectionEstablished {
+        user_id: identity.user.to_string(),
+        session_id: session.to_string(),
+        server_time: time::now_ms(),
+        heartbeat_ms: app.config.heartbeat.as_millis() as u64,
+    };
+    let _ = conn
+        .outbox
+        .push(Outgoing::Text(json(&hello)), EventKind::Durable);
+    app.hub.register(conn.clone());
+    // A drain that started before the register did not see this connection.
+    if app.shutdown.is_cancelled() {
+        conn.outbox.stop_reading();
+    }
+    let mut reader = Reader {
+        writer: tokio::spawn(write_loop(conn.clone(), stream.clone())),
+        decoder: Decoder::new(app.config.max_frame_bytes),
+        incoming: Vec::new(),
+        app,
+        conn,
+        stream,
+    };
+    let early = reader.decoder.feed(&early, &mut reader.incoming);
     let span = tracing::info_span!("session", user = %identity.user, session = %session);
-    async move {
-        let conn = Arc::new(Connection::new(
-            session.clone(),
-            identity.user.clone(),
-            Outbox::new(app.config.outbox_bytes),
-        ));
-        let hello = ServerFrame::ConnectionEstablished {
-            user_id: identity.user.to_string(),
-            session_id: session.to_string(),
-            server_time: time::now_ms(),
-            heartbeat_ms: app.config.heartbeat.as_millis() as u64,
-        };
-        let _ = conn
-            .outbox
-            .push(Outgoing::Text(json(&hello)), EventKind::Durable);
-        app.hub.register(conn.clone());
-        tracing::debug!("connected");
-        let writer = tokio::spawn(write_loop(
-            conn.clone(),
-            stream.clone(),
-            app.config.heartbeat,
-        ));
-        let end = app
-            .readers
-            .track_future(read_loop(&app, &conn, &stream, early))
+    let tracker = reader.app.tracker.clone();
+    tracker.spawn(reader.run(early.err()).instrument(span));
+}
+
+/// The reading half of a connection, and everything its task owns.
+struct Reader {
+    app: Arc<App>,
+    conn: Arc<Connection>,
+    stream: Arc<TcpStream>,
+    /// The writer task; awaited so that the close frame is out before the
+    /// socket is dropped.
+    writer: tokio::task::JoinHandle<()>,
+    decoder: Decoder,
+    /// Decoded messages not handled yet.
+    incoming: Vec<Incoming>,
+}
+
+enum ReadEnd {
+    ClientClosed(Option<u16>),
+    /// EOF or a socket error: nobody to say goodbye to.
+    Gone,
+    Invalid(ws::DecodeError),
+    /// The server asked the writer to close (slow consumer, heartbeat,
+    /// shutdown), or is draining and reads no more.
+    Stopped,
+}
+
+impl Reader {
+    /// Not an `async fn`: those keep their arguments twice (as captures and
+    /// as locals) in every idle connection's task; a block captures once.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self, early_error: Option<ws::DecodeError>) -> impl Future<Output = ()> {
+        async move {
+            tracing::debug!("connected");
+            let end = match early_error {
+                Some(e) => ReadEnd::Invalid(e),
+                None => self.read().await,
+            };
+            self.app.hub.unregister(&self.conn);
+            // Everything after reading is boxed: an idle connection's task
+            // only pays for the state of waiting for input.
+            Box::pin(self.finish(end)).await;
+            tracing::debug!("disconnected");
+        }
+    }
+
+    async fn read(&mut self) -> ReadEnd {
+        // Counted while reading, so shutdown knows when no request can arrive.
+        let _reading = self.app.readers.token();
+        loop {
+            for message in std::mem::take(&mut self.incoming) {
+                self.conn.heard();
+                match message {
+                    // Boxed: handling needs far more state than waiting.
+                    Incoming::Text(text) => {
+                        Box::pin(handle_text(&self.app, &self.conn, &text)).await
+                    }
+                    Incoming::Binary => reply_error(
+                        &self.conn,
+                        natter_protocol::ErrorCode::InvalidFormat,
+                        "binary frames are not supported; send JSON text frames",
+                        None,
+                    ),
+                    Incoming::Ping(payload) => {
+                        let _ = self
+                            .conn
+                            .outbox
+                            .push(Outgoing::Pong(payload), EventKind::Durable);
+                    }
+                    Incoming::Pong => {}
+                    Incoming::Close(code) => return ReadEnd::ClientClosed(code),
+                }
+            }
+            let woken = poll_fn(|cx| {
+                if let Poll::Ready(stop) = self.conn.outbox.poll_stop(cx) {
+                    return Poll::Ready(Err(stop));
+                }
+                self.stream.poll_read_ready(cx).map(Ok)
+            })
             .await;
-        app.hub.unregister(&conn);
+            match woken {
+                Err(_) => return ReadEnd::Stopped,
+                Ok(Err(_)) => return ReadEnd::Gone,
+                Ok(Ok(())) => {}
+            }
+            // The scratch buffer lives on the stack only for this synchronous
+            // block, so an idle connection's task holds no read buffer.
+            let mut scratch = [0u8; 16 * 1024];
+            match self.stream.try_read(&mut scratch) {
+                Ok(0) => return ReadEnd::Gone,
+                Ok(n) => {
+                    if let Err(e) = self.decoder.feed(&scratch[..n], &mut self.incoming) {
+                        return ReadEnd::Invalid(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return ReadEnd::Gone,
+            }
+        }
+    }
+
+    /// Closes as the end of reading requires, waits for the writer to send
+    /// the close, then for the client's close.
+    async fn finish(self, end: ReadEnd) {
+        let outbox = &self.conn.outbox;
         let client_closed = matches!(end, ReadEnd::ClientClosed(_));
         match end {
-            ReadEnd::ClientClosed(code) => conn.outbox.close(Close {
+            ReadEnd::ClientClosed(code) => outbox.close(Close {
                 code: code.unwrap_or(1000),
                 reason: "",
                 flush_first: true,
             }),
-            ReadEnd::Gone => conn.outbox.close(Close::ABANDON),
-            ReadEnd::Invalid(e) => conn.outbox.close(Close {
+            ReadEnd::Gone => outbox.close(Close::ABANDON),
+            ReadEnd::Invalid(e) => outbox.close(Close {
                 code: e.close_code(),
                 reason: match e {
                     ws::DecodeError::TooBig(_) => "message too big",
@@ -148,75 +276,16 @@ async fn run(app: Arc<App>, stream: TcpStream, early: &[u8], auth: Result<Identi
                 },
                 flush_first: true,
             }),
-            ReadEnd::ServerClosing => {}
+            // Draining: shutdown closes every connection once in-flight
+            // sends are acked; closing: the writer is on it.
+            ReadEnd::Stopped => {}
         }
-        let _ = writer.await;
-        let we_sent_close = conn
-            .outbox
+        let _ = self.writer.await;
+        let we_sent_close = outbox
             .close_code()
             .is_some_and(|c| c != Close::ABANDON.code);
         if we_sent_close && !client_closed {
-            linger(&stream).await;
-        }
-        tracing::debug!("disconnected");
-    }
-    .instrument(span)
-    .await;
-}
-
-enum ReadEnd {
-    ClientClosed(Option<u16>),
-    /// EOF or a socket error: nobody to say goodbye to.
-    Gone,
-    Invalid(ws::DecodeError),
-    /// The server asked the writer to close (slow consumer, heartbeat, shutdown).
-    ServerClosing,
-}
-
-async fn read_loop(app: &App, conn: &Arc<Connection>, stream: &TcpStream, early: &[u8]) -> ReadEnd {
-    let mut decoder = Decoder::new(app.config.max_frame_bytes);
-    let mut incoming = Vec::new();
-    if let Err(e) = decoder.feed(early, &mut incoming) {
-        return ReadEnd::Invalid(e);
-    }
-    loop {
-        for message in incoming.drain(..) {
-            conn.heard();
-            match message {
-                Incoming::Text(text) => handle_text(app, conn, &text).await,
-                Incoming::Binary => reply_error(
-                    conn,
-                    natter_protocol::ErrorCode::InvalidFormat,
-                    "binary frames are not supported; send JSON text frames",
-                    None,
-                ),
-                Incoming::Ping(payload) => {
-                    let _ = conn
-                        .outbox
-                        .push(Outgoing::Pong(payload), EventKind::Durable);
-                }
-                Incoming::Pong => {}
-                Incoming::Close(code) => return ReadEnd::ClientClosed(code),
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = conn.outbox.closing() => return ReadEnd::ServerClosing,
-            _ = app.shutdown.cancelled() => return ReadEnd::ServerClosing,
-            ready = stream.readable() => if ready.is_err() { return ReadEnd::Gone },
-        }
-        // The scratch buffer lives on the stack only for this synchronous
-        // block, so an idle connection's task holds no read buffer.
-        let mut scratch = [0u8; 16 * 1024];
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return ReadEnd::Gone,
-            Ok(n) => {
-                if let Err(e) = decoder.feed(&scratch[..n], &mut incoming) {
-                    return ReadEnd::Invalid(e);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return ReadEnd::Gone,
+            linger(&self.stream).await;
         }
     }
 }
@@ -265,25 +334,12 @@ fn reply_error(
 }
 
 /// Drains the outbox to the socket until a close is sent or the peer is gone.
-async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, heartbeat: Duration) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut items = Vec::new();
+async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>) {
     loop {
-        tokio::select! {
-            _ = conn.outbox.wait() => {}
-            _ = ticker.tick() => {
-                if conn.silent_ms() > 2 * heartbeat.as_millis() as i64 {
-                    tracing::debug!("heartbeat timeout");
-                    conn.outbox.close(Close::ABANDON);
-                    return;
-                }
-                let _ = conn.outbox.push(Outgoing::Ping, EventKind::Durable);
-            }
-        }
-        let close = conn.outbox.take(&mut items);
+        conn.outbox.wait().await;
+        let (items, close) = conn.outbox.take();
         let mut buf = Vec::new();
-        for item in items.drain(..) {
+        for item in items {
             match item {
                 Outgoing::Text(payload) => ws::encode_frame(Opcode::Text, &payload, &mut buf),
                 Outgoing::Ping => ws::encode_frame(Opcode::Ping, b"", &mut buf),
@@ -295,7 +351,9 @@ async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, heartbeat: Du
         {
             ws::encode_close(close.code, close.reason, &mut buf);
         }
-        if !buf.is_empty() && write_all(&stream, &buf).await.is_err() {
+        // Boxed for the same reason as request handling: the write's state
+        // (with its stall timer) exists only while there is something to write.
+        if !buf.is_empty() && Box::pin(write_all(&stream, &buf)).await.is_err() {
             conn.outbox.close(Close::ABANDON);
             return;
         }

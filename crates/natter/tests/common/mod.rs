@@ -213,8 +213,14 @@ impl NatterProcess {
             .expect("spawn natter");
         let process = NatterProcess { child, port };
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "natter did not start");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "natter did not start"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         process
@@ -253,10 +259,18 @@ fn free_port() -> u16 {
 
 /// Creates the standard cast in a fresh database file, through the store.
 pub async fn seed_database(path: &std::path::Path) {
-    let store = SqliteStore::open(SqliteConfig::new(path)).await.expect("open");
+    let store = SqliteStore::open(SqliteConfig::new(path))
+        .await
+        .expect("open");
     let store: Arc<dyn Store> = Arc::new(store);
     for user in USERS {
-        store.add_user(NewUser { id: uid(user), name: None }).await.expect("user");
+        store
+            .add_user(NewUser {
+                id: uid(user),
+                name: None,
+            })
+            .await
+            .expect("user");
     }
     create_conversation(&store, "team", &["alice", "bob", "carol"]).await;
     create_conversation(&store, "pair", &["alice", "dave"]).await;
