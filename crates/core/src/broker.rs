@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::ids::{SessionId, UserId};
+use crate::ids::{ConversationId, MessageId, SessionId, UserId};
 
 /// How much an event matters to a connection that cannot keep up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,18 @@ pub struct Event {
     pub kind: EventKind,
     /// The frame's JSON, serialized once and shared by every recipient.
     pub payload: Bytes,
+    /// Set on `new_message` events: what a delivery receipt needs to know.
+    pub message: Option<Arc<MessageTag>>,
+}
+
+/// Which message a `new_message` frame carries, so that writing it to a
+/// recipient's socket can be reported as a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageTag {
+    pub conversation: ConversationId,
+    pub seq: i64,
+    pub id: MessageId,
+    pub sender: UserId,
 }
 
 /// The local end of fan-out: hands an event to this instance's connections.

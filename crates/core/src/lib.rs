@@ -13,10 +13,10 @@ pub mod message;
 pub mod store;
 pub mod time;
 
-pub use broker::{Broker, Delivery, Event, EventKind};
+pub use broker::{Broker, Delivery, Event, EventKind, MessageTag};
 pub use ids::{ConversationId, IdError, MessageId, SessionId, UserId};
 pub use message::{Limits, MessageError, NewMessage, StoredMessage};
 pub use store::{
-    Appended, ConversationInfo, ImportData, ImportReport, NewConversation, NewUser, Store,
-    StoreError, SyncPage, SyncQuery, User,
+    Appended, ConversationInfo, ConversationSummary, ImportData, ImportReport, NewConversation,
+    NewUser, Store, StoreError, SyncPage, SyncQuery, User,
 };

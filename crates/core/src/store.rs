@@ -65,6 +65,17 @@ pub struct ConversationInfo {
     pub members: Vec<UserId>,
 }
 
+/// A conversation as its member sees it in a list: for `GET /api/conversations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    pub conversation: ConversationInfo,
+    pub last_message: Option<StoredMessage>,
+    /// The member's read watermark: every message up to this `seq` is read.
+    pub read_seq: i64,
+    /// Messages after `read_seq` that others sent.
+    pub unread: i64,
+}
+
 /// A committed send: the stored message, and whether it was stored by an
 /// earlier send with the same `clientMessageId`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +178,71 @@ pub trait Store: Send + Sync + 'static {
     /// users and conversations are kept, missing members are added. On any
     /// error nothing is changed and the error names the offending entry.
     async fn import(&self, data: ImportData) -> Result<ImportReport, StoreError>;
+
+    /// Users who share at least one conversation with `user` (never `user`
+    /// itself), with their `last_seen`: one query, whatever their number.
+    async fn contacts_of(&self, user: &UserId) -> Result<Vec<User>, StoreError>;
+
+    /// One stored message by id.
+    async fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The delivered watermark of each `(conversation, member)` pair: every
+    /// message up to it has reached one of the member's devices. 0 when
+    /// nothing was delivered yet or the pair is not a membership.
+    async fn delivered_watermarks(
+        &self,
+        keys: Vec<(ConversationId, UserId)>,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Raises delivered watermarks, in one transaction; never lowers one.
+    /// Returns, for each update, the watermark before it (so a caller racing
+    /// another instance learns what it advanced). Non-memberships are
+    /// skipped and report `i64::MAX` (nothing advanced).
+    async fn advance_delivered(
+        &self,
+        updates: Vec<(ConversationId, UserId, i64)>,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Raises a member's read watermark to `seq` (never lowers it) and
+    /// returns the watermark before. `Err(NotFound)` if not a member.
+    async fn mark_read(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// The user's conversations with their last message, the user's read
+    /// watermark and unread count, most recently active first.
+    async fn conversation_summaries(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<ConversationSummary>, StoreError>;
+
+    /// Up to `limit` messages of a conversation with `seq < before` (all when
+    /// `None`), newest first.
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Adds a member; `Ok(false)` if already one. `Err(NotFound)` for a
+    /// missing conversation, `Err(UnknownUser)` for a missing user.
+    async fn add_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a member with their watermarks; `Ok(false)` if not one.
+    /// `Err(NotFound)` for a missing conversation.
+    async fn remove_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, StoreError>;
 
     /// Flushes and closes; later calls fail with `Unavailable`.
     async fn close(&self);

@@ -182,7 +182,7 @@ async fn server_time_pong_answers_a_json_ping() {
         .send_json(&json!({"type": "ping", "requestId": "p1"}))
         .await
         .expect("send");
-    match next(&mut alice).await {
+    match next_message_frame(&mut alice).await {
         ServerFrame::Pong {
             request_id,
             server_time,

@@ -22,7 +22,7 @@ async fn assert_usable(client: &mut Client) {
         .send_json(&json!({"type": "ping", "requestId": "alive"}))
         .await
         .expect("ping");
-    match next(client).await {
+    match next_message_frame(client).await {
         ServerFrame::Pong { request_id, .. } => assert_eq!(request_id.as_deref(), Some("alive")),
         other => panic!("expected pong, got {other:?}"),
     }

@@ -26,7 +26,7 @@ async fn acked_messages_survive_kill_9() {
     }
     let mut acked = HashSet::new();
     while acked.len() < SENT {
-        if let ServerFrame::MessageSent { message_id, .. } = next(&mut alice).await {
+        if let ServerFrame::MessageSent { message_id, .. } = next_message_frame(&mut alice).await {
             acked.insert(message_id);
         }
     }
@@ -40,7 +40,7 @@ async fn acked_messages_survive_kill_9() {
         .expect("sync");
     let mut found = HashSet::new();
     loop {
-        match next(&mut bob).await {
+        match next_message_frame(&mut bob).await {
             ServerFrame::NewMessage { message, .. } => {
                 found.insert(message.id);
             }
@@ -59,7 +59,7 @@ async fn acked_messages_survive_kill_9() {
         .send_message("team", "durable 0", Some("d0"))
         .await
         .expect("send");
-    match next(&mut alice).await {
+    match next_message_frame(&mut alice).await {
         ServerFrame::MessageSent {
             duplicate,
             message_id,

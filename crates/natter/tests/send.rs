@@ -25,7 +25,7 @@ async fn a_message_reaches_every_device_of_every_participant_and_nobody_else() {
         .send_message("team", "hello team", Some("c-1"))
         .await
         .expect("send");
-    match next(&mut alice).await {
+    match next_message_frame(&mut alice).await {
         ServerFrame::MessageSent {
             message_id,
             conversation_id,
@@ -86,7 +86,7 @@ async fn a_retried_client_message_id_is_stored_once() {
             .send_message("team", "only once", Some("retry-1"))
             .await
             .expect("send");
-        match next(&mut alice).await {
+        match next_message_frame(&mut alice).await {
             ServerFrame::MessageSent {
                 message_id,
                 seq,
@@ -165,14 +165,7 @@ async fn concurrent_senders_get_gapless_seqs_seen_in_order_everywhere() {
             // Every frame this sender gets: its acks and the others' messages.
             let (mut acked, mut seen) = (Vec::new(), Vec::new());
             while acked.len() < EACH || seen.len() < (SENDERS - 1) * EACH {
-                let frame = client.recv_within(PATIENCE).await.unwrap_or_else(|e| {
-                    panic!(
-                        "{sender}: {e} after {} acks, {} messages",
-                        acked.len(),
-                        seen.len()
-                    )
-                });
-                match frame {
+                match next_message_frame(&mut client).await {
                     ServerFrame::MessageSent { seq, .. } => acked.push(seq),
                     ServerFrame::NewMessage { message, .. } => seen.push(message.seq),
                     other => panic!("unexpected {other:?}"),

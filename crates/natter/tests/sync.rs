@@ -153,7 +153,7 @@ async fn a_large_gap_is_paged_with_has_more() {
     }
     let mut acked = 0;
     while acked < 1200 {
-        if let ServerFrame::MessageSent { .. } = next(&mut alice).await {
+        if let ServerFrame::MessageSent { .. } = next_message_frame(&mut alice).await {
             acked += 1;
         }
     }
@@ -199,7 +199,7 @@ async fn the_sdk_keeps_cursors_and_resumes_after_a_reconnect() {
     assert_eq!(next_new_message(&mut bob).await.content, "two");
     assert_eq!(next_new_message(&mut bob).await.content, "three");
     assert!(matches!(
-        next(&mut bob).await,
+        next_message_frame(&mut bob).await,
         ServerFrame::SyncComplete {
             has_more: false,
             ..

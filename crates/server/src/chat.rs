@@ -1,5 +1,5 @@
-//! The chat service: what happens to a send, a sync, between the socket and
-//! the seams.
+//! The chat service: what happens to a send, a sync, a receipt or a typing
+//! indicator, between the socket and the seams.
 //!
 //! Sends go through one committer task: it takes every send that is waiting,
 //! commits them in one store transaction (group commit), then, in commit
@@ -14,13 +14,19 @@ use std::{
 
 use bytes::Bytes;
 use natter_core::{
-    Broker, ConversationId, Event, EventKind, Limits, MessageError, MessageId, NewMessage, Store,
-    StoreError, StoredMessage, SyncQuery, UserId, time,
+    Broker, ConversationId, Event, EventKind, Limits, MessageError, MessageId, MessageTag,
+    NewMessage, Store, StoreError, StoredMessage, SyncQuery, UserId, time,
 };
-use natter_protocol::{ErrorCode, SendMessage, ServerFrame, SyncRequest, WireMessage};
+use natter_protocol::{
+    ErrorCode, ReadReceipt, SendMessage, ServerFrame, SyncRequest, TypingIndicator, WireMessage,
+};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, hub::Connection, outbox::Outgoing};
+use crate::{
+    config::Config, hub::Connection, limits::RateLimiter, outbox::Outgoing, receipts,
+    typing::Typing,
+};
 
 /// An error answered to the client as an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,30 +91,67 @@ enum Commit {
 
 pub struct Chat {
     store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
     limits: Limits,
     sync_page: usize,
-    /// Conversation members, loaded on first use.
+    /// Conversation members, loaded on first use, dropped on change.
     members: RwLock<HashMap<ConversationId, Arc<Members>>>,
     /// Into the committer; bounded, so a flood of sends waits here.
     commits: mpsc::Sender<Commit>,
+    /// Sends per user per minute, across the user's connections.
+    rate: RateLimiter,
+    typing: Typing,
+    /// Where writers report delivered messages.
+    receipts: receipts::Reporter,
 }
 
 impl Chat {
-    /// Starts the committer; it ends when the last `Chat` handle is dropped.
-    pub fn start(store: Arc<dyn Store>, broker: Arc<dyn Broker>, config: &Config) -> Arc<Self> {
+    /// Starts the committer, the receipts task and the typing expiry; they
+    /// end when the last `Chat` handle is dropped or `stop` is cancelled.
+    pub fn start(
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        config: &Config,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         let (commits, rx) = mpsc::channel(config.max_batch * 4);
-        tokio::spawn(commit_loop(store.clone(), broker, rx, config.max_batch));
-        Arc::new(Self {
+        let receipts = receipts::start(store.clone(), broker.clone());
+        let committer = Committer {
+            store: store.clone(),
+            broker: broker.clone(),
+            receipts: receipts.clone(),
+        };
+        tokio::spawn(committer.run(rx, config.max_batch));
+        let chat = Arc::new(Self {
             store,
+            broker,
             limits: config.limits.clone(),
             sync_page: config.sync_page,
             members: RwLock::default(),
             commits,
-        })
+            rate: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            typing: Typing::new(config.typing_throttle, config.typing_expiry),
+            receipts,
+        });
+        tokio::spawn(expire_typing(Arc::downgrade(&chat), stop));
+        chat
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn receipts(&self) -> &receipts::Reporter {
+        &self.receipts
+    }
+
+    /// Forgets a conversation's cached members after they changed, so the
+    /// next event goes to the new member list.
+    pub fn forget_members(&self, conversation: &ConversationId) {
+        self.members
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(conversation);
     }
 
     /// Validates a send and queues it for commit. The ack (or an error) is
@@ -119,21 +162,19 @@ impl Chat {
         request_id: Option<String>,
         send: SendMessage,
     ) -> Result<(), Refusal> {
+        if !self.rate.allow(&sender.user) {
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            ));
+        }
         let content_type = send.content_type.unwrap_or_else(|| "text".to_string());
         self.limits.check(
             &send.content,
             &content_type,
             send.client_message_id.as_deref(),
         )?;
-        let conversation = ConversationId::try_from(send.conversation_id.as_str())
-            .map_err(|_| Refusal::new(ErrorCode::NotFound, "conversation not found"))?;
-        let members = self.members(&conversation).await?;
-        if !members.set.contains(&sender.user) {
-            return Err(Refusal::new(
-                ErrorCode::Unauthorized,
-                "not a participant of this conversation",
-            ));
-        }
+        let (conversation, members) = self.membership(&send.conversation_id, &sender.user).await?;
         let message = NewMessage {
             id: MessageId::new_unchecked(uuid::Uuid::now_v7().to_string()),
             conversation,
@@ -199,7 +240,8 @@ impl Chat {
                 message: wire(message),
                 replay: true,
             };
-            if conn.outbox.push_when_room(json(&frame)).await.is_err() {
+            let item = Outgoing::Message(json(&frame), Arc::new(tag(message)));
+            if conn.outbox.push_when_room(item).await.is_err() {
                 return Ok(()); // the connection is closing
             }
         }
@@ -212,8 +254,125 @@ impl Chat {
             has_more: page.has_more,
             request_id,
         };
-        let _ = conn.outbox.push_when_room(json(&done)).await;
+        let _ = conn
+            .outbox
+            .push_when_room(Outgoing::Text(json(&done)))
+            .await;
         Ok(())
+    }
+
+    /// Forwards a typing indicator to the other members, throttled.
+    pub async fn typing(
+        &self,
+        conn: &Connection,
+        indicator: TypingIndicator,
+    ) -> Result<(), Refusal> {
+        let (conversation, members) = self
+            .membership(&indicator.conversation_id, &conn.user)
+            .await?;
+        if self
+            .typing
+            .indicate(&conversation, &conn.user, indicator.is_typing)
+        {
+            self.publish_typing(&conversation, &members, &conn.user, indicator.is_typing);
+        }
+        Ok(())
+    }
+
+    fn publish_typing(
+        &self,
+        conversation: &ConversationId,
+        members: &Members,
+        typist: &UserId,
+        is_typing: bool,
+    ) {
+        let frame = ServerFrame::TypingIndicator {
+            conversation_id: conversation.to_string(),
+            user_id: typist.to_string(),
+            is_typing,
+            timestamp: time::now_ms(),
+        };
+        self.broker.publish(Event {
+            audience: members
+                .list
+                .iter()
+                .filter(|u| *u != typist)
+                .cloned()
+                .collect(),
+            except_session: None,
+            kind: EventKind::Ephemeral,
+            payload: json(&frame),
+            message: None,
+        });
+    }
+
+    /// The user's last connection closed: whatever they were typing stops.
+    pub async fn user_gone(&self, user: &UserId) {
+        for conversation in self.typing.user_gone(user) {
+            if let Ok(members) = self.members(&conversation).await {
+                self.publish_typing(&conversation, &members, user, false);
+            }
+        }
+    }
+
+    /// Records that the user read up to a message and tells every member,
+    /// the reader's other devices included; reading again says nothing.
+    pub async fn read(&self, conn: &Connection, receipt: ReadReceipt) -> Result<(), Refusal> {
+        let not_found = || Refusal::new(ErrorCode::NotFound, "message not found");
+        let id = MessageId::try_from(receipt.message_id.as_str()).map_err(|_| not_found())?;
+        let message = self.store.message(&id).await?.ok_or_else(not_found)?;
+        if receipt
+            .conversation_id
+            .is_some_and(|c| c != message.conversation.as_str())
+        {
+            return Err(not_found());
+        }
+        let members = self.members(&message.conversation).await?;
+        if !members.set.contains(&conn.user) {
+            return Err(Refusal::new(
+                ErrorCode::Unauthorized,
+                "not a participant of this conversation",
+            ));
+        }
+        let before = self
+            .store
+            .mark_read(&message.conversation, &conn.user, message.seq)
+            .await?;
+        if before >= message.seq {
+            return Ok(());
+        }
+        let frame = ServerFrame::ReadReceipt {
+            message_id: message.id.to_string(),
+            conversation_id: message.conversation.to_string(),
+            user_id: conn.user.to_string(),
+            read_at: time::iso8601(time::now_ms()),
+        };
+        self.broker.publish(Event {
+            audience: members.list.clone(),
+            except_session: None,
+            kind: EventKind::Durable,
+            payload: json(&frame),
+            message: None,
+        });
+        Ok(())
+    }
+
+    /// The conversation and its members, if `user` is one of them.
+    async fn membership(
+        &self,
+        conversation: &str,
+        user: &UserId,
+    ) -> Result<(ConversationId, Arc<Members>), Refusal> {
+        let conversation = ConversationId::try_from(conversation)
+            .map_err(|_| Refusal::new(ErrorCode::NotFound, "conversation not found"))?;
+        let members = self.members(&conversation).await?;
+        if !members.set.contains(user) {
+            return Err(Refusal::new(
+                ErrorCode::Unauthorized,
+                "not a participant of this conversation",
+            ));
+        }
+        Ok((conversation, members))
     }
 
     async fn members(&self, conversation: &ConversationId) -> Result<Arc<Members>, Refusal> {
@@ -241,80 +400,127 @@ impl Chat {
     }
 }
 
+/// Ends typing indicators nobody renewed. Holds the chat weakly, so it
+/// stops with it.
+async fn expire_typing(chat: std::sync::Weak<Chat>, stop: CancellationToken) {
+    let every = match chat.upgrade() {
+        Some(chat) => chat.typing.sweep_every(),
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(chat) = chat.upgrade() else { return };
+        for (conversation, user) in chat.typing.expired() {
+            if let Ok(members) = chat.members(&conversation).await {
+                chat.publish_typing(&conversation, &members, &user, false);
+            }
+        }
+    }
+}
+
 /// The one place sends are committed: batch, commit, then publish and ack in
 /// commit order.
-async fn commit_loop(
+struct Committer {
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
-    mut rx: mpsc::Receiver<Commit>,
-    max_batch: usize,
-) {
-    let mut waiting = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut waiting, max_batch).await > 0 {
-        let mut sends = Vec::with_capacity(waiting.len());
-        let mut barriers = Vec::new();
-        for commit in waiting.drain(..) {
-            match commit {
-                Commit::Send {
-                    message,
-                    audience,
-                    sender,
-                    request_id,
-                } => sends.push((message, (audience, sender, request_id))),
-                Commit::Barrier(done) => barriers.push(done),
-            }
-        }
-        if !sends.is_empty() {
-            let (batch, replies): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
-            let results = store.append(batch).await;
-            for (i, (audience, sender, request_id)) in replies.into_iter().enumerate() {
-                let result = match &results {
-                    Ok(results) => results
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| Err(StoreError::Unavailable("short batch".into()))),
-                    Err(e) => Err(e.clone()),
-                };
-                match result {
-                    Ok(appended) => {
-                        if !appended.duplicate {
-                            broker.publish(Event {
-                                audience,
-                                except_session: Some(sender.session),
-                                kind: EventKind::Durable,
-                                payload: json(&ServerFrame::NewMessage {
-                                    message: wire(&appended.message),
-                                    replay: false,
-                                }),
-                            });
-                        }
-                        let m = appended.message;
-                        let ack = ServerFrame::MessageSent {
-                            message_id: m.id.to_string(),
-                            conversation_id: m.conversation.to_string(),
-                            seq: m.seq,
-                            sent_at: time::iso8601(m.sent_at),
-                            client_message_id: m.client_message_id,
-                            duplicate: appended.duplicate,
-                            request_id,
-                        };
-                        let _ = sender
-                            .outbox
-                            .push(Outgoing::Text(json(&ack)), EventKind::Durable);
-                    }
-                    Err(e) => {
-                        let refusal = Refusal::from(e);
-                        let _ = sender.outbox.push(
-                            Outgoing::Text(error_frame(refusal.code, &refusal.message, request_id)),
-                            EventKind::Durable,
-                        );
-                    }
+    /// A sender has "received" their own message: it advances their
+    /// delivery watermark without a receipt.
+    receipts: receipts::Reporter,
+}
+
+impl Committer {
+    async fn run(self, mut rx: mpsc::Receiver<Commit>, max_batch: usize) {
+        let mut waiting = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut waiting, max_batch).await > 0 {
+            let mut sends = Vec::with_capacity(waiting.len());
+            let mut barriers = Vec::new();
+            for commit in waiting.drain(..) {
+                match commit {
+                    Commit::Send {
+                        message,
+                        audience,
+                        sender,
+                        request_id,
+                    } => sends.push((message, (audience, sender, request_id))),
+                    Commit::Barrier(done) => barriers.push(done),
                 }
             }
+            if !sends.is_empty() {
+                self.commit(sends).await;
+            }
+            for done in barriers {
+                let _ = done.send(());
+            }
         }
-        for done in barriers {
-            let _ = done.send(());
+    }
+
+    async fn commit(&self, sends: Vec<(NewMessage, Reply)>) {
+        let (batch, replies): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+        let results = self.store.append(batch).await;
+        for (i, (audience, sender, request_id)) in replies.into_iter().enumerate() {
+            let result = match &results {
+                Ok(results) => results
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| Err(StoreError::Unavailable("short batch".into()))),
+                Err(e) => Err(e.clone()),
+            };
+            let appended = match result {
+                Ok(appended) => appended,
+                Err(e) => {
+                    let refusal = Refusal::from(e);
+                    let error = error_frame(refusal.code, &refusal.message, request_id);
+                    let _ = sender
+                        .outbox
+                        .push(Outgoing::Text(error), EventKind::Durable);
+                    continue;
+                }
+            };
+            let message = appended.message;
+            if !appended.duplicate {
+                let tag = Arc::new(tag(&message));
+                self.receipts.report(&sender.user, vec![tag.clone()]);
+                self.broker.publish(Event {
+                    audience,
+                    except_session: Some(sender.session),
+                    kind: EventKind::Durable,
+                    payload: json(&ServerFrame::NewMessage {
+                        message: wire(&message),
+                        replay: false,
+                    }),
+                    message: Some(tag),
+                });
+            }
+            let ack = ServerFrame::MessageSent {
+                message_id: message.id.to_string(),
+                conversation_id: message.conversation.to_string(),
+                seq: message.seq,
+                sent_at: time::iso8601(message.sent_at),
+                client_message_id: message.client_message_id,
+                duplicate: appended.duplicate,
+                request_id,
+            };
+            let _ = sender
+                .outbox
+                .push(Outgoing::Text(json(&ack)), EventKind::Durable);
         }
+    }
+}
+
+/// Who hears about a committed send: its audience, the sending connection
+/// (for the ack) and the request id to echo.
+type Reply = (Arc<[UserId]>, Arc<Connection>, Option<String>);
+
+fn tag(message: &StoredMessage) -> MessageTag {
+    MessageTag {
+        conversation: message.conversation.clone(),
+        seq: message.seq,
+        id: message.id.clone(),
+        sender: message.sender.clone(),
     }
 }
 

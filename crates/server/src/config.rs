@@ -29,6 +29,17 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// How long a graceful shutdown may take before connections are cut.
     pub shutdown_deadline: Duration,
+    /// Connections one user may hold; one more closes the oldest (4008).
+    pub max_connections_per_user: usize,
+    /// How long after a user's last connection closes they go offline.
+    pub presence_grace: Duration,
+    /// At most one `isTyping: true` forwarded per user and conversation per interval.
+    pub typing_throttle: Duration,
+    /// A typing indicator not renewed within this ends by itself.
+    pub typing_expiry: Duration,
+    /// The credential of the admin HTTP endpoints (`Authorization: Bearer
+    /// <token>`). None: the admin endpoints are off. Never printed.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -45,6 +56,11 @@ impl Config {
             rate_limit_per_minute: 60,
             rate_limit_burst: 10,
             shutdown_deadline: Duration::from_secs(10),
+            max_connections_per_user: 20,
+            presence_grace: Duration::from_secs(5),
+            typing_throttle: Duration::from_secs(2),
+            typing_expiry: Duration::from_secs(6),
+            admin_token: None,
         }
     }
 }
@@ -53,6 +69,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("jwt_secret", &"<redacted>")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("heartbeat", &self.heartbeat)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("outbox_bytes", &self.outbox_bytes)
@@ -62,6 +82,10 @@ impl fmt::Debug for Config {
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("rate_limit_burst", &self.rate_limit_burst)
             .field("shutdown_deadline", &self.shutdown_deadline)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("presence_grace", &self.presence_grace)
+            .field("typing_throttle", &self.typing_throttle)
+            .field("typing_expiry", &self.typing_expiry)
             .finish()
     }
 }

@@ -20,13 +20,14 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{App, session};
+use crate::{App, api, session};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/ws", get(session::upgrade))
         .route("/health", get(health))
+        .nest("/api", api::router())
         .with_state(app)
 }
 

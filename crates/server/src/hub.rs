@@ -3,19 +3,21 @@
 //! The hub is the broker's [`Delivery`]: an event addressed to users is
 //! pushed into the outbox of each of their connections here, as shared
 //! bytes. It never awaits: a connection that cannot take an event is closed
-//! by its outbox, never waited for.
+//! by its outbox, never waited for. It also owns what is checked across all
+//! connections on a timer: the heartbeat and token expiry, one task each
+//! rather than a timer per connection.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicI64, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
-use std::time::Duration;
-
-use natter_core::{Delivery, Event, EventKind, SessionId, UserId};
+use natter_core::{Delivery, Event, EventKind, SessionId, UserId, time};
+use natter_protocol::close;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Close, Outbox, Outgoing};
@@ -28,50 +30,93 @@ pub struct Connection {
     pub outbox: Outbox,
     /// When the client was last heard from (epoch ms), for the heartbeat.
     last_heard: AtomicI64,
+    /// When the connection's token expires (epoch seconds); raised by
+    /// `refresh_token`.
+    expires_at: AtomicU64,
 }
 
 impl Connection {
-    pub fn new(session: SessionId, user: UserId, outbox: Outbox) -> Self {
+    pub fn new(session: SessionId, user: UserId, outbox: Outbox, expires_at: u64) -> Self {
         Self {
             session,
             user,
             outbox,
-            last_heard: AtomicI64::new(natter_core::time::now_ms()),
+            last_heard: AtomicI64::new(time::now_ms()),
+            expires_at: AtomicU64::new(expires_at),
         }
     }
 
     pub fn heard(&self) {
-        self.last_heard
-            .store(natter_core::time::now_ms(), Ordering::Relaxed);
+        self.last_heard.store(time::now_ms(), Ordering::Relaxed);
     }
 
     pub fn silent_ms(&self) -> i64 {
-        natter_core::time::now_ms() - self.last_heard.load(Ordering::Relaxed)
+        time::now_ms() - self.last_heard.load(Ordering::Relaxed)
+    }
+
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at.load(Ordering::Relaxed)
+    }
+
+    pub fn set_expires_at(&self, at: u64) {
+        self.expires_at.fetch_max(at, Ordering::Relaxed);
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     users: Mutex<HashMap<UserId, Vec<Arc<Connection>>>>,
+    /// Connections a user may hold; a new one beyond closes the oldest (4008).
+    max_per_user: usize,
+    /// Connections by the second their token expires.
+    expiries: Mutex<BTreeMap<u64, Vec<Weak<Connection>>>>,
 }
 
 impl Hub {
+    pub fn new(max_per_user: usize) -> Self {
+        Self {
+            users: Mutex::default(),
+            max_per_user: max_per_user.max(1),
+            expiries: Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<UserId, Vec<Arc<Connection>>>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(&self, conn: Arc<Connection>) {
-        self.lock().entry(conn.user.clone()).or_default().push(conn);
+    /// Adds a connection; returns whether it is the user's first here. A
+    /// user at the limit loses their oldest connection, closed with 4008.
+    pub fn register(&self, conn: Arc<Connection>) -> bool {
+        self.watch_expiry(&conn);
+        let mut users = self.lock();
+        let conns = users.entry(conn.user.clone()).or_default();
+        let first = conns.is_empty();
+        if conns.len() >= self.max_per_user {
+            let oldest = conns.remove(0);
+            oldest.outbox.close(Close {
+                code: close::TOO_MANY_CONNECTIONS,
+                reason: "too many connections",
+                flush_first: true,
+            });
+        }
+        conns.push(conn);
+        first
     }
 
-    pub fn unregister(&self, conn: &Connection) {
+    /// Removes a connection; returns whether it was the user's last here.
+    pub fn unregister(&self, conn: &Connection) -> bool {
         let mut users = self.lock();
-        if let Some(conns) = users.get_mut(&conn.user) {
-            conns.retain(|c| c.session != conn.session);
-            if conns.is_empty() {
-                users.remove(&conn.user);
-            }
+        let Some(conns) = users.get_mut(&conn.user) else {
+            return false;
+        };
+        let before = conns.len();
+        conns.retain(|c| c.session != conn.session);
+        let last = conns.is_empty() && before > 0;
+        if conns.is_empty() {
+            users.remove(&conn.user);
         }
+        last
     }
 
     /// Open connections on this instance.
@@ -79,14 +124,54 @@ impl Hub {
         self.lock().values().map(Vec::len).sum()
     }
 
-    /// Every open connection, for shutdown.
+    /// Every open connection, for shutdown and the periodic checks.
     pub fn all(&self) -> Vec<Arc<Connection>> {
         self.lock().values().flatten().cloned().collect()
     }
 
-    /// The heartbeat, for every connection at once: one timer per instance
-    /// rather than one per connection. Each interval, a connection silent
-    /// for two intervals is dropped and every other one is pinged.
+    /// Makes sure the connection is checked when its token expires.
+    pub fn watch_expiry(&self, conn: &Arc<Connection>) {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(conn.expires_at())
+            .or_default()
+            .push(Arc::downgrade(conn));
+    }
+
+    /// Closes connections whose token expired (4001), checking every second.
+    pub async fn expire_tokens(&self, leeway: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now = (time::now_ms() / 1000) as u64;
+            let due = {
+                let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+                let later = expiries.split_off(&now.saturating_sub(leeway.as_secs()));
+                std::mem::replace(&mut *expiries, later)
+            };
+            for conn in due.into_values().flatten().filter_map(|c| c.upgrade()) {
+                if conn.expires_at() + leeway.as_secs() < now {
+                    conn.outbox.close(Close {
+                        code: close::TOKEN_EXPIRED,
+                        reason: "token expired",
+                        flush_first: true,
+                    });
+                } else {
+                    // Refreshed since it was filed: file it again.
+                    self.watch_expiry(&conn);
+                }
+            }
+        }
+    }
+
+    /// The heartbeat, for every connection at once. Each interval, a
+    /// connection silent for two intervals is dropped and every other one
+    /// is pinged.
     pub async fn heartbeat(&self, every: Duration, stop: CancellationToken) {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,13 +198,16 @@ impl Delivery for Hub {
         let users = self.lock();
         for user in event.audience.iter() {
             for conn in users.get(user).into_iter().flatten() {
-                if event.except_session.as_ref() != Some(&conn.session) {
-                    // A refused push closes that connection; its client
-                    // recovers with `sync`. Nothing else to do here.
-                    let _ = conn
-                        .outbox
-                        .push(Outgoing::Text(event.payload.clone()), event.kind);
+                if event.except_session.as_ref() == Some(&conn.session) {
+                    continue;
                 }
+                let item = match &event.message {
+                    Some(tag) => Outgoing::Message(event.payload.clone(), tag.clone()),
+                    None => Outgoing::Text(event.payload.clone()),
+                };
+                // A refused push closes that connection; its client
+                // recovers with `sync`. Nothing else to do here.
+                let _ = conn.outbox.push(item, event.kind);
             }
         }
     }

@@ -7,13 +7,18 @@
 //! (see [`drain`]). Nothing here knows which database or broker it talks
 //! to: they come in as trait objects.
 
+mod api;
 pub mod auth;
 mod chat;
 pub mod config;
 mod http;
 mod hub;
+mod limits;
 mod outbox;
+mod presence;
+mod receipts;
 mod session;
+mod typing;
 mod ws;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -44,6 +49,8 @@ pub(crate) struct App {
     chat: Arc<Chat>,
     /// This instance's connections by user.
     hub: Arc<Hub>,
+    /// Online/offline transitions and snapshots.
+    presence: presence::Presence,
     /// Kept for health checks; the chat service publishes through it.
     broker: Arc<dyn Broker>,
     /// Every session task, so shutdown can wait for them.
@@ -65,18 +72,39 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let verifier = auth::Verifier::new(&config.jwt_secret, config.jwt_leeway)
         .map_err(|e| ServerError::Config(format!("JWT secret: {e}")))?;
-    let hub = Arc::new(Hub::default());
+    let shutdown_started = CancellationToken::new();
+    let hub = Arc::new(Hub::new(config.max_connections_per_user));
     let broker = broker(hub.clone());
-    let chat = Chat::start(store.clone(), broker.clone(), &config);
+    let chat = Chat::start(
+        store.clone(),
+        broker.clone(),
+        &config,
+        shutdown_started.clone(),
+    );
+    let presence = presence::Presence::start(
+        store.clone(),
+        broker.clone(),
+        config.presence_grace,
+        shutdown_started.clone(),
+    );
     let app = Arc::new(App {
         verifier,
         config,
         chat,
         hub,
+        presence,
         broker,
         tracker: TaskTracker::new(),
         readers: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_started,
+    });
+    tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.hub
+                .expire_tokens(app.config.jwt_leeway, app.shutdown.clone())
+                .await
+        }
     });
     tokio::spawn({
         let app = app.clone();

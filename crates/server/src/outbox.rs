@@ -10,19 +10,21 @@
 use std::{
     collections::VecDeque,
     future::poll_fn,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use natter_core::EventKind;
+use natter_core::{EventKind, MessageTag};
 
 /// One thing for the writer to put on the wire.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// A JSON text frame, possibly shared with other connections.
     Text(Bytes),
+    /// A `new_message` frame: once written, a delivery to report.
+    Message(Bytes, Arc<MessageTag>),
     Ping,
     Pong(Vec<u8>),
 }
@@ -108,7 +110,7 @@ impl Outbox {
     /// is half full; anything else past the limit closes the connection.
     pub fn push(&self, item: Outgoing, kind: EventKind) -> Result<(), PushError> {
         let size = match &item {
-            Outgoing::Text(b) => b.len(),
+            Outgoing::Text(b) | Outgoing::Message(b, _) => b.len(),
             Outgoing::Ping => 0,
             Outgoing::Pong(p) => p.len(),
         };
@@ -140,22 +142,25 @@ impl Outbox {
     /// Queues a frame once the queue has room for it: for replies the
     /// connection asked for (a `sync` page), which must not count as falling
     /// behind. Called by the reader task only.
-    pub async fn push_when_room(&self, payload: Bytes) -> Result<(), PushError> {
-        let mut payload = Some(payload);
+    pub async fn push_when_room(&self, item: Outgoing) -> Result<(), PushError> {
+        let mut item = Some(item);
         poll_fn(|cx| {
             self.reader.register(cx.waker());
             let mut state = self.lock();
             if state.close.is_some() {
                 return Poll::Ready(Err(PushError::Closed));
             }
-            let size = payload.as_ref().map_or(0, Bytes::len);
+            let size = match &item {
+                Some(Outgoing::Text(b) | Outgoing::Message(b, _)) => b.len(),
+                _ => 0,
+            };
             if state.bytes + size > self.max_bytes / 2 && !state.queue.is_empty() {
                 state.reader_wants_room = true;
                 return Poll::Pending;
             }
-            if let Some(payload) = payload.take() {
+            if let Some(item) = item.take() {
                 state.bytes += size;
-                state.queue.push_back(Outgoing::Text(payload));
+                state.queue.push_back(item);
             }
             drop(state);
             self.writer.wake();

@@ -26,6 +26,7 @@ use crate::{
     chat::{error_frame, json},
     hub::Connection,
     outbox::{Close, Outbox, Outgoing},
+    receipts,
     ws::{self, Decoder, Incoming, Opcode},
 };
 
@@ -129,6 +130,7 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
         session,
         identity.user.clone(),
         Outbox::new(app.config.outbox_bytes),
+        identity.expires_at,
     ));
     let hello = ServerFrame::ConnectionEstablished {
         user_id: identity.user.to_string(),
@@ -139,13 +141,18 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
     let _ = conn
         .outbox
         .push(Outgoing::Text(json(&hello)), EventKind::Durable);
-    app.hub.register(conn.clone());
+    let first = app.hub.register(conn.clone());
+    app.presence.connected(conn.clone(), first);
     // A drain that started before the register did not see this connection.
     if app.shutdown.is_cancelled() {
         conn.outbox.stop_reading();
     }
     let mut reader = Reader {
-        writer: tokio::spawn(write_loop(conn.clone(), stream.clone())),
+        writer: tokio::spawn(write_loop(
+            conn.clone(),
+            stream.clone(),
+            app.chat.receipts().clone(),
+        )),
         decoder: Decoder::new(app.config.max_frame_bytes),
         incoming: Vec::new(),
         app,
@@ -192,10 +199,10 @@ impl Reader {
                 Some(e) => ReadEnd::Invalid(e),
                 None => self.read().await,
             };
-            self.app.hub.unregister(&self.conn);
+            let last = self.app.hub.unregister(&self.conn);
             // Everything after reading is boxed: an idle connection's task
             // only pays for the state of waiting for input.
-            Box::pin(self.finish(end)).await;
+            Box::pin(self.finish(end, last)).await;
             tracing::debug!("disconnected");
         }
     }
@@ -257,7 +264,11 @@ impl Reader {
 
     /// Closes as the end of reading requires, waits for the writer to send
     /// the close, then for the client's close.
-    async fn finish(self, end: ReadEnd) {
+    async fn finish(self, end: ReadEnd, last: bool) {
+        if last {
+            self.app.presence.disconnected(self.conn.user.clone());
+            self.app.chat.user_gone(&self.conn.user).await;
+        }
         let outbox = &self.conn.outbox;
         let client_closed = matches!(end, ReadEnd::ClientClosed(_));
         match end {
@@ -299,6 +310,12 @@ async fn handle_text(app: &App, conn: &Arc<Connection>, text: &str) {
     let result = match request.frame {
         ClientFrame::SendMessage(send) => app.chat.send(conn, request_id.clone(), send).await,
         ClientFrame::Sync(sync) => app.chat.sync(conn, request_id.clone(), sync).await,
+        ClientFrame::ReadReceipt(receipt) => app.chat.read(conn, receipt).await,
+        ClientFrame::TypingIndicator(indicator) => app.chat.typing(conn, indicator).await,
+        ClientFrame::RefreshToken(refresh) => {
+            refresh_token(app, conn, &refresh.token, request_id.clone());
+            Ok(())
+        }
         ClientFrame::Ping => {
             let pong = ServerFrame::Pong {
                 server_time: time::now_ms(),
@@ -309,15 +326,32 @@ async fn handle_text(app: &App, conn: &Arc<Connection>, text: &str) {
                 .push(Outgoing::Text(json(&pong)), EventKind::Durable);
             Ok(())
         }
-        ClientFrame::ReadReceipt(_)
-        | ClientFrame::TypingIndicator(_)
-        | ClientFrame::RefreshToken(_) => Err(crate::chat::Refusal {
-            code: natter_protocol::ErrorCode::UnknownMessageType,
-            message: "not supported by this server yet".into(),
-        }),
     };
     if let Err(refusal) = result {
         reply_error(conn, refusal.code, &refusal.message, request_id);
+    }
+}
+
+/// Extends the connection's life with a newer token of the same user, or
+/// closes it with 4001 as if the old token had expired.
+fn refresh_token(app: &App, conn: &Arc<Connection>, token: &str, request_id: Option<String>) {
+    match app.verifier.verify(token) {
+        Ok(identity) if identity.user == conn.user => {
+            conn.set_expires_at(identity.expires_at);
+            app.hub.watch_expiry(conn);
+            let refreshed = ServerFrame::TokenRefreshed {
+                expires_at: (identity.expires_at as i64).saturating_mul(1000),
+                request_id,
+            };
+            let _ = conn
+                .outbox
+                .push(Outgoing::Text(json(&refreshed)), EventKind::Durable);
+        }
+        _ => conn.outbox.close(Close {
+            code: natter_protocol::close::TOKEN_EXPIRED,
+            reason: "token refresh failed",
+            flush_first: true,
+        }),
     }
 }
 
@@ -334,14 +368,19 @@ fn reply_error(
 }
 
 /// Drains the outbox to the socket until a close is sent or the peer is gone.
-async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>) {
+async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, receipts: receipts::Reporter) {
     loop {
         conn.outbox.wait().await;
         let (items, close) = conn.outbox.take();
         let mut buf = Vec::new();
+        let mut delivered = Vec::new();
         for item in items {
             match item {
                 Outgoing::Text(payload) => ws::encode_frame(Opcode::Text, &payload, &mut buf),
+                Outgoing::Message(payload, tag) => {
+                    ws::encode_frame(Opcode::Text, &payload, &mut buf);
+                    delivered.push(tag);
+                }
                 Outgoing::Ping => ws::encode_frame(Opcode::Ping, b"", &mut buf),
                 Outgoing::Pong(payload) => ws::encode_frame(Opcode::Pong, &payload, &mut buf),
             }
@@ -357,6 +396,8 @@ async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>) {
             conn.outbox.close(Close::ABANDON);
             return;
         }
+        // Written to the socket: as delivered as a server can tell.
+        receipts.report(&conn.user, delivered);
         if close.is_some() {
             return;
         }

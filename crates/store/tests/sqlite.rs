@@ -3,9 +3,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use natter_core::{
-    ConversationId, MessageId, NewMessage, UserId,
+    ConversationId, MessageId, NewMessage, StoredMessage, UserId,
     store::{
-        ImportData, ImportReport, NewConversation, NewUser, Store, StoreError, SyncPage, SyncQuery,
+        ConversationSummary, ImportData, ImportReport, NewConversation, NewUser, Store, StoreError,
+        SyncPage, SyncQuery,
     },
 };
 use natter_store::{SqliteConfig, SqliteStore, Synchronous};
@@ -120,8 +121,8 @@ async fn migrations_apply_and_data_survives_reopen() {
         assert_eq!(page.messages, vec![sent.clone()]);
         store.close().await;
     }
-    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 1);
-    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 1);
+    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 2);
+    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 2);
 }
 
 #[tokio::test]
@@ -686,7 +687,23 @@ async fn calls_after_close_are_unavailable() {
         Err(closed.clone())
     );
     assert_eq!(store.sync(query_all("a")).await, Err(closed.clone()));
-    assert_eq!(store.import(import_data()).await, Err(closed));
+    assert_eq!(store.import(import_data()).await, Err(closed.clone()));
+    assert_eq!(store.contacts_of(&uid("a")).await, Err(closed.clone()));
+    assert_eq!(
+        store.history(&cid("ab"), None, 10).await,
+        Err(closed.clone())
+    );
+    assert_eq!(
+        store
+            .advance_delivered(vec![(cid("ab"), uid("a"), 1)])
+            .await,
+        Err(closed.clone())
+    );
+    assert_eq!(
+        store.mark_read(&cid("ab"), &uid("a"), 1).await,
+        Err(closed.clone())
+    );
+    assert_eq!(store.add_member(&cid("ab"), &uid("c")).await, Err(closed));
     store.close().await; // closing twice is harmless
 }
 
@@ -718,4 +735,513 @@ async fn close_lets_queued_writes_finish() {
         }
     }
     assert_eq!(count(&dir, "SELECT count(*) FROM messages"), committed);
+}
+
+/// Appends one message with a chosen `sent_at`; returns it as stored.
+async fn send_at(store: &SqliteStore, conv: &str, sender: &str, sent_at: i64) -> StoredMessage {
+    let mut m = msg(conv, sender, &format!("at {sent_at}"), None);
+    m.sent_at = sent_at;
+    let out = store.append(vec![m]).await.expect("append");
+    out[0].clone().expect("appended").message
+}
+
+async fn summaries(store: &SqliteStore, user: &str) -> Vec<ConversationSummary> {
+    store
+        .conversation_summaries(&uid(user))
+        .await
+        .expect("summaries")
+}
+
+/// `(conversation, read_seq, unread)` of each summary, in order.
+fn unread_shape(list: &[ConversationSummary]) -> Vec<(String, i64, i64)> {
+    list.iter()
+        .map(|s| (s.conversation.id.to_string(), s.read_seq, s.unread))
+        .collect()
+}
+
+async fn delivered(store: &SqliteStore, keys: &[(&str, &str)]) -> Vec<i64> {
+    let keys = keys.iter().map(|(c, u)| (cid(c), uid(u))).collect();
+    store.delivered_watermarks(keys).await.expect("watermarks")
+}
+
+async fn advance(store: &SqliteStore, updates: &[(&str, &str, i64)]) -> Vec<i64> {
+    let updates = updates
+        .iter()
+        .map(|(c, u, s)| (cid(c), uid(u), *s))
+        .collect();
+    store.advance_delivered(updates).await.expect("advance")
+}
+
+#[tokio::test]
+async fn contacts_of_lists_co_members_once() {
+    let (_dir, store) = fixture().await;
+    for u in ["d", "e"] {
+        store.add_user(new_user(u)).await.expect("add user");
+    }
+    // b shares ab and abc with a, c shares ac and abc: each is listed once.
+    store
+        .create_conversation(new_conv("abc", &["a", "b", "c"]))
+        .await
+        .expect("create");
+    // e is alone in a conversation: no contacts, and no one has e.
+    store
+        .create_conversation(new_conv("solo", &["e"]))
+        .await
+        .expect("create");
+    store.set_last_seen(&uid("b"), 4242).await.expect("seen");
+
+    let contacts = store.contacts_of(&uid("a")).await.expect("contacts");
+    let b = store.user(&uid("b")).await.expect("user").expect("exists");
+    let c = store.user(&uid("c")).await.expect("user").expect("exists");
+    assert_eq!(contacts, [b.clone(), c]);
+    assert_eq!(contacts[0].last_seen, Some(4242));
+    assert_eq!(contacts[0].name.as_deref(), Some("User b"));
+    assert_eq!(contacts[1].last_seen, None);
+
+    let of_c: Vec<UserId> = store
+        .contacts_of(&uid("c"))
+        .await
+        .expect("contacts")
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(of_c, [uid("a"), uid("b")]);
+    for lonely in ["d", "e", "ghost"] {
+        assert_eq!(store.contacts_of(&uid(lonely)).await, Ok(vec![]));
+    }
+}
+
+#[tokio::test]
+async fn message_by_id() {
+    let (_dir, store) = fixture().await;
+    let sent = store
+        .append(vec![
+            msg("ab", "a", "first", Some("k1")),
+            msg("ac", "c", "second", None),
+        ])
+        .await
+        .expect("append");
+    for sent in sent {
+        let sent = sent.expect("appended").message;
+        assert_eq!(store.message(&sent.id).await, Ok(Some(sent)));
+    }
+    assert_eq!(
+        store
+            .message(&MessageId::new_unchecked("no-such-message"))
+            .await,
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn delivered_watermarks_only_rise_and_persist() {
+    let (dir, store) = fixture().await;
+    // Members start at 0; a non-membership reads 0 too.
+    let keys = [
+        ("ab", "a"),
+        ("ab", "b"),
+        ("bc", "b"),
+        ("ac", "b"),
+        ("nowhere", "a"),
+    ];
+    assert_eq!(delivered(&store, &keys).await, [0, 0, 0, 0, 0]);
+    assert_eq!(advance(&store, &[]).await, Vec::<i64>::new());
+    assert_eq!(delivered(&store, &[]).await, Vec::<i64>::new());
+
+    // Previous values are returned; non-members report i64::MAX.
+    let before = advance(
+        &store,
+        &[
+            ("ab", "a", 3),
+            ("ac", "b", 7),
+            ("ab", "b", 5),
+            ("nowhere", "a", 1),
+            ("bc", "b", 2),
+        ],
+    )
+    .await;
+    assert_eq!(before, [0, i64::MAX, 0, i64::MAX, 0]);
+    assert_eq!(delivered(&store, &keys).await, [3, 5, 2, 0, 0]);
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM members WHERE conversation_id = 'ac' AND user_id = 'b'"
+        ),
+        0,
+        "a non-member is not made one"
+    );
+
+    // Never lowered; the same pair twice in one call sees the first raise.
+    assert_eq!(
+        advance(&store, &[("ab", "a", 1), ("ab", "b", 5)]).await,
+        [3, 5]
+    );
+    assert_eq!(
+        advance(&store, &[("ab", "a", 10), ("ab", "a", 8), ("ab", "a", 12)]).await,
+        [3, 10, 10]
+    );
+    assert_eq!(delivered(&store, &keys).await, [12, 5, 2, 0, 0]);
+
+    // Delivered and read are separate watermarks.
+    assert_eq!(unread_shape(&summaries(&store, "a").await)[0].1, 0);
+    store.close().await;
+
+    let store = open(&dir).await;
+    assert_eq!(delivered(&store, &keys).await, [12, 5, 2, 0, 0]);
+    assert_eq!(advance(&store, &[("ab", "a", 13)]).await, [12]);
+}
+
+#[tokio::test]
+async fn mark_read_only_rises() {
+    let (dir, store) = fixture().await;
+    send_many(&store, "ab", "b", 6).await;
+    let read_seq = |list: Vec<ConversationSummary>| {
+        list.into_iter()
+            .find(|s| &*s.conversation.id == "ab")
+            .map(|s| s.read_seq)
+    };
+    assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 4).await, Ok(0));
+    assert_eq!(read_seq(summaries(&store, "a").await), Some(4));
+    assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 2).await, Ok(4));
+    assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 4).await, Ok(4));
+    assert_eq!(read_seq(summaries(&store, "a").await), Some(4));
+    assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 6).await, Ok(4));
+    assert_eq!(read_seq(summaries(&store, "a").await), Some(6));
+    // The other member's watermark, and the delivered one, are untouched.
+    assert_eq!(read_seq(summaries(&store, "b").await), Some(0));
+    assert_eq!(delivered(&store, &[("ab", "a")]).await, [0]);
+
+    assert_eq!(
+        store.mark_read(&cid("bc"), &uid("a"), 1).await,
+        Err(StoreError::NotFound("member a of conversation bc".into()))
+    );
+    assert_eq!(
+        store.mark_read(&cid("nowhere"), &uid("a"), 1).await,
+        Err(StoreError::NotFound(
+            "member a of conversation nowhere".into()
+        ))
+    );
+    assert_eq!(
+        count(&dir, "SELECT sum(read_seq) FROM members"),
+        6,
+        "only a's membership of ab was raised"
+    );
+}
+
+#[tokio::test]
+async fn conversation_summaries_most_recent_first_with_unread() {
+    let (_dir, store) = fixture().await;
+    store
+        .create_conversation(new_conv("quiet", &["a", "b"]))
+        .await
+        .expect("create");
+    // Far enough ahead of every created_at that the order is certain.
+    let t = natter_core::time::now_ms() + 100_000;
+    send_at(&store, "ab", "b", t + 1).await; // ab 1
+    send_at(&store, "ab", "a", t + 2).await; // ab 2
+    send_at(&store, "ac", "c", t + 3).await; // ac 1
+    let ab_last = send_at(&store, "ab", "b", t + 4).await; // ab 3
+    send_at(&store, "bc", "c", t + 9).await; // not a's
+
+    let list = summaries(&store, "a").await;
+    let ids: Vec<&str> = list.iter().map(|s| &*s.conversation.id).collect();
+    assert_eq!(ids, ["ab", "ac", "quiet"]);
+    assert_eq!(list[0].last_message, Some(ab_last.clone()));
+    assert_eq!(list[0].conversation.last_seq, 3);
+    assert_eq!(list[0].conversation.members, [uid("a"), uid("b")]);
+    assert_eq!(
+        list[0].conversation.title.as_deref(),
+        Some("Room ab"),
+        "the conversation as `conversation` reads it"
+    );
+    assert_eq!(
+        Some(list[1].conversation.clone()),
+        store.conversation(&cid("ac")).await.expect("read")
+    );
+    // A conversation without messages is listed, last, with nothing unread.
+    assert_eq!(list[2].last_message, None);
+    assert_eq!(list[2].conversation.last_seq, 0);
+    // Own messages are never unread.
+    assert_eq!(
+        unread_shape(&list),
+        [
+            ("ab".into(), 0, 2),
+            ("ac".into(), 0, 1),
+            ("quiet".into(), 0, 0)
+        ]
+    );
+    assert_eq!(
+        unread_shape(&summaries(&store, "b").await),
+        [
+            ("bc".into(), 0, 1),
+            ("ab".into(), 0, 1),
+            ("quiet".into(), 0, 0)
+        ]
+    );
+
+    // Read ones are not unread either: after seq 1 only b's seq 3 is left.
+    store
+        .mark_read(&cid("ab"), &uid("a"), 1)
+        .await
+        .expect("read");
+    assert_eq!(
+        unread_shape(&summaries(&store, "a").await)[0],
+        ("ab".into(), 1, 1)
+    );
+    store
+        .mark_read(&cid("ab"), &uid("a"), 3)
+        .await
+        .expect("read");
+    store
+        .mark_read(&cid("ac"), &uid("a"), 1)
+        .await
+        .expect("read");
+    assert_eq!(
+        unread_shape(&summaries(&store, "a").await),
+        [
+            ("ab".into(), 3, 0),
+            ("ac".into(), 1, 0),
+            ("quiet".into(), 0, 0)
+        ]
+    );
+
+    // New activity moves a conversation to the top; a tie in time goes to
+    // the later commit.
+    let quiet_last = send_at(&store, "quiet", "b", t + 20).await;
+    send_at(&store, "ac", "c", t + 20).await;
+    let list = summaries(&store, "a").await;
+    let ids: Vec<&str> = list.iter().map(|s| &*s.conversation.id).collect();
+    assert_eq!(ids, ["ac", "quiet", "ab"]);
+    assert_eq!(list[1].last_message, Some(quiet_last));
+    assert_eq!(
+        unread_shape(&list),
+        [
+            ("ac".into(), 1, 1),
+            ("quiet".into(), 0, 1),
+            ("ab".into(), 3, 0)
+        ]
+    );
+
+    store.add_user(new_user("d")).await.expect("add user");
+    assert_eq!(summaries(&store, "d").await, vec![]);
+    assert_eq!(summaries(&store, "ghost").await, vec![]);
+}
+
+#[tokio::test]
+async fn history_pages_newest_first() {
+    let (_dir, store) = fixture().await;
+    send_many(&store, "ab", "a", 12).await;
+    send_many(&store, "ac", "c", 5).await;
+    send_many(&store, "ab", "b", 13).await;
+
+    let latest = store.history(&cid("ab"), None, 10).await.expect("history");
+    let seqs: Vec<i64> = latest.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (16..=25).rev().collect::<Vec<_>>());
+    assert!(latest.iter().all(|m| &*m.conversation == "ab"));
+    assert_eq!(latest[0].sender, uid("b"));
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.history(&cid("ab"), before, 7).await.expect("history");
+        if page.is_empty() {
+            break;
+        }
+        sizes.push(page.len());
+        before = page.last().map(|m| m.seq);
+        seen.extend(page.into_iter().map(|m| m.seq));
+    }
+    assert_eq!(sizes, [7, 7, 7, 4]);
+    assert_eq!(seen, (1..=25).rev().collect::<Vec<_>>());
+
+    // Everything at once, and the message rows match what sync returns.
+    let all = store.history(&cid("ab"), None, 200).await.expect("history");
+    let mut synced = sync(&store, "a", &[("ac", 5)], 100).await.messages;
+    synced.reverse();
+    assert_eq!(all, synced);
+
+    let ab = cid("ab");
+    let history = |before, limit| store.history(&ab, before, limit);
+    assert_eq!(history(Some(1), 10).await, Ok(vec![]));
+    assert_eq!(history(Some(0), 10).await, Ok(vec![]));
+    assert_eq!(history(None, 0).await, Ok(vec![]));
+    let seqs: Vec<i64> = history(Some(3), 10)
+        .await
+        .expect("history")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [2, 1]);
+    assert_eq!(store.history(&cid("bc"), None, 10).await, Ok(vec![]));
+    assert_eq!(store.history(&cid("nowhere"), None, 10).await, Ok(vec![]));
+}
+
+#[tokio::test]
+async fn add_and_remove_members() {
+    let (dir, store) = fixture().await;
+    send_many(&store, "ab", "a", 3).await;
+    assert_eq!(store.add_member(&cid("ab"), &uid("c")).await, Ok(true));
+    assert_eq!(store.add_member(&cid("ab"), &uid("c")).await, Ok(false));
+    assert_eq!(store.add_member(&cid("ab"), &uid("a")).await, Ok(false));
+    assert_eq!(
+        store.add_member(&cid("nowhere"), &uid("c")).await,
+        Err(StoreError::NotFound("conversation nowhere".into()))
+    );
+    assert_eq!(
+        store.add_member(&cid("ab"), &uid("ghost")).await,
+        Err(StoreError::UnknownUser(uid("ghost")))
+    );
+    let info = store
+        .conversation(&cid("ab"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(info.members, [uid("a"), uid("b"), uid("c")]);
+    assert_eq!(
+        store.conversations_of(&uid("c")).await,
+        Ok(vec![cid("ab"), cid("ac"), cid("bc")])
+    );
+    // A new member starts with nothing delivered or read.
+    assert_eq!(delivered(&store, &[("ab", "c")]).await, [0]);
+    assert_eq!(
+        unread_shape(&summaries(&store, "c").await)
+            .into_iter()
+            .find(|s| s.0 == "ab"),
+        Some(("ab".into(), 0, 3))
+    );
+    assert_eq!(sync(&store, "c", &[], 100).await.messages.len(), 3);
+
+    advance(&store, &[("ab", "c", 3)]).await;
+    store
+        .mark_read(&cid("ab"), &uid("c"), 2)
+        .await
+        .expect("read");
+
+    assert_eq!(store.remove_member(&cid("ab"), &uid("c")).await, Ok(true));
+    assert_eq!(store.remove_member(&cid("ab"), &uid("c")).await, Ok(false));
+    assert_eq!(
+        store.remove_member(&cid("ab"), &uid("ghost")).await,
+        Ok(false)
+    );
+    assert_eq!(
+        store.remove_member(&cid("nowhere"), &uid("c")).await,
+        Err(StoreError::NotFound("conversation nowhere".into()))
+    );
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM members WHERE conversation_id = 'ab' AND user_id = 'c'"
+        ),
+        0
+    );
+    assert_eq!(
+        store.conversations_of(&uid("c")).await,
+        Ok(vec![cid("ac"), cid("bc")])
+    );
+    let page = sync(&store, "c", &[("ab", 0)], 100).await;
+    assert!(page.messages.iter().all(|m| &*m.conversation != "ab"));
+    assert_eq!(
+        page.cursors,
+        BTreeMap::from([(cid("ac"), 0), (cid("bc"), 0)])
+    );
+    assert!(
+        summaries(&store, "c")
+            .await
+            .iter()
+            .all(|s| &*s.conversation.id != "ab")
+    );
+    let info = store
+        .conversation(&cid("ab"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(info.members, [uid("a"), uid("b")]);
+    assert_eq!(info.last_seq, 3, "messages stay");
+    assert_eq!(delivered(&store, &[("ab", "c")]).await, [0]);
+    assert_eq!(advance(&store, &[("ab", "c", 5)]).await, [i64::MAX]);
+    assert_eq!(
+        store.mark_read(&cid("ab"), &uid("c"), 3).await,
+        Err(StoreError::NotFound("member c of conversation ab".into()))
+    );
+
+    // Re-added: the old watermarks are gone.
+    assert_eq!(store.add_member(&cid("ab"), &uid("c")).await, Ok(true));
+    assert_eq!(delivered(&store, &[("ab", "c")]).await, [0]);
+    assert_eq!(store.mark_read(&cid("ab"), &uid("c"), 1).await, Ok(0));
+}
+
+/// A database left by the previous release (only 0001 applied, with data)
+/// is brought to 0002 on open, keeping its data; members start at 0.
+#[tokio::test]
+async fn migration_0002_applies_to_a_0001_database() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("natter.db")).expect("open");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at INTEGER NOT NULL
+             )",
+        )
+        .expect("schema_migrations");
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_init.sql"))
+            .expect("0001");
+        conn.execute_batch(
+            "INSERT INTO schema_migrations VALUES (1, 1);
+             INSERT INTO users (id, name, created_at, last_seen) VALUES
+                 ('a', 'User a', 10, 500), ('b', NULL, 11, NULL);
+             INSERT INTO conversations (id, title, created_at, last_seq) VALUES ('ab', NULL, 12, 2);
+             INSERT INTO members (conversation_id, user_id, joined_at) VALUES
+                 ('ab', 'a', 12), ('ab', 'b', 12);
+             INSERT INTO messages (id, conversation_id, seq, sender, content, content_type,
+                                   client_message_id, sent_at) VALUES
+                 ('m1', 'ab', 1, 'a', 'hi', 'text', NULL, 13),
+                 ('m2', 'ab', 2, 'b', 'hello', 'text', 'c2', 14);",
+        )
+        .expect("old data");
+    }
+    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 1);
+
+    let store = open(&dir).await;
+    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 2);
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM members WHERE delivered_seq = 0 AND read_seq = 0"
+        ),
+        2
+    );
+    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [0, 0]);
+    assert_eq!(
+        unread_shape(&summaries(&store, "a").await),
+        [("ab".into(), 0, 1)]
+    );
+    let contacts = store.contacts_of(&uid("b")).await.expect("contacts");
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        (contacts[0].name.as_deref(), contacts[0].last_seen),
+        (Some("User a"), Some(500))
+    );
+    let history = store.history(&cid("ab"), None, 10).await.expect("history");
+    let ids: Vec<&str> = history.iter().map(|m| &*m.id).collect();
+    assert_eq!(ids, ["m2", "m1"]);
+    assert_eq!(history[0].client_message_id.as_deref(), Some("c2"));
+    // The old data takes part in the new writes.
+    assert_eq!(advance(&store, &[("ab", "b", 2)]).await, [0]);
+    assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 2).await, Ok(0));
+    assert_eq!(send_many(&store, "ab", "a", 1).await, [3]);
+    store.close().await;
+
+    // Opening again applies nothing twice and keeps the watermarks.
+    let store = open(&dir).await;
+    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 2);
+    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [0, 2]);
+    assert_eq!(
+        unread_shape(&summaries(&store, "a").await),
+        [("ab".into(), 2, 0)]
+    );
+    store.close().await;
 }

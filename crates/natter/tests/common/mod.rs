@@ -123,23 +123,48 @@ pub async fn next(client: &mut Client) -> ServerFrame {
         .expect("a frame from the server")
 }
 
-/// The next frame that is not a presence or typing event.
+/// The next frame that is not presence, typing or a receipt: what a test
+/// about messages looks at.
 pub async fn next_message_frame(client: &mut Client) -> ServerFrame {
     loop {
         match next(client).await {
-            ServerFrame::PresenceUpdate { .. } | ServerFrame::TypingIndicator { .. } => continue,
+            ServerFrame::PresenceUpdate { .. }
+            | ServerFrame::TypingIndicator { .. }
+            | ServerFrame::MessageDelivered { .. }
+            | ServerFrame::ReadReceipt { .. } => continue,
             frame => return frame,
         }
     }
 }
 
-/// Asserts nothing (but heartbeats) arrives for a short while. Used only
+/// The next frame that is not a presence update.
+pub async fn next_but_presence(client: &mut Client) -> ServerFrame {
+    loop {
+        match next(client).await {
+            ServerFrame::PresenceUpdate { .. } => continue,
+            frame => return frame,
+        }
+    }
+}
+
+/// Asserts no message frame (presence, typing and receipts aside) arrives
+/// for a short while. Used only
 /// after a positive signal proved the pipeline has flushed, so a miss is a
 /// real miss, not a slow machine.
 pub async fn assert_silent(client: &mut Client, within: Duration) {
-    match client.recv_within(within).await {
-        Err(ClientError::Timeout) => {}
-        other => panic!("expected silence, got {other:?}"),
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.recv_within(left).await {
+            Err(ClientError::Timeout) => return,
+            Ok(
+                ServerFrame::PresenceUpdate { .. }
+                | ServerFrame::TypingIndicator { .. }
+                | ServerFrame::MessageDelivered { .. }
+                | ServerFrame::ReadReceipt { .. },
+            ) => continue,
+            other => panic!("expected no message frames, got {other:?}"),
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use super::{config::Synchronous, error::Result};
 
 /// The schema, one step per file, applied in order and never edited once
 /// released: a change is a new file.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_receipts.sql")),
+];
 
 /// Checkpoint the WAL into the database every ~16 MiB (4 KiB pages) instead
 /// of SQLite's 4 MiB: fewer checkpoints on the writer's commit path under a

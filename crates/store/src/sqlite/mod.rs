@@ -12,10 +12,10 @@ use std::{fmt, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use natter_core::{
-    ConversationId, NewMessage, UserId,
+    ConversationId, MessageId, NewMessage, StoredMessage, UserId,
     store::{
-        Appended, ConversationInfo, ImportData, ImportReport, NewConversation, NewUser, Store,
-        StoreError, SyncPage, SyncQuery, User,
+        Appended, ConversationInfo, ConversationSummary, ImportData, ImportReport, NewConversation,
+        NewUser, Store, StoreError, SyncPage, SyncQuery, User,
     },
 };
 use rusqlite::Connection;
@@ -132,6 +132,96 @@ impl Store for SqliteStore {
 
     async fn import(&self, data: ImportData) -> Result<ImportReport, StoreError> {
         self.writer.run(move |c| write::import(c, &data)).await
+    }
+
+    async fn contacts_of(&self, user: &UserId) -> Result<Vec<User>, StoreError> {
+        let user = user.clone();
+        self.readers.run(move |c| read::contacts_of(c, &user)).await
+    }
+
+    async fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let id = id.clone();
+        self.readers.run(move |c| read::message(c, &id)).await
+    }
+
+    async fn delivered_watermarks(
+        &self,
+        keys: Vec<(ConversationId, UserId)>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .run(move |c| read::delivered_watermarks(c, &keys))
+            .await
+    }
+
+    async fn advance_delivered(
+        &self,
+        updates: Vec<(ConversationId, UserId, i64)>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .run(move |c| write::advance_delivered(c, &updates))
+            .await
+    }
+
+    async fn mark_read(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<i64, StoreError> {
+        let (conversation, user) = (conversation.clone(), user.clone());
+        self.writer
+            .run(move |c| write::mark_read(c, &conversation, &user, seq))
+            .await
+    }
+
+    async fn conversation_summaries(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<ConversationSummary>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .run(move |c| read::conversation_summaries(c, &user))
+            .await
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let conversation = conversation.clone();
+        self.readers
+            .run(move |c| read::history(c, &conversation, before, limit))
+            .await
+    }
+
+    async fn add_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
+        let (conversation, user) = (conversation.clone(), user.clone());
+        self.writer
+            .run(move |c| write::add_member(c, &conversation, &user))
+            .await
+    }
+
+    async fn remove_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
+        let (conversation, user) = (conversation.clone(), user.clone());
+        self.writer
+            .run(move |c| write::remove_member(c, &conversation, &user))
+            .await
     }
 
     /// Readers first, so the writer's connection is the last one open: its

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use natter_core::{
     ConversationId, MessageId, StoredMessage, UserId,
-    store::{ConversationInfo, StoreError, SyncPage, SyncQuery, User},
+    store::{ConversationInfo, ConversationSummary, StoreError, SyncPage, SyncQuery, User},
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -171,6 +171,138 @@ fn messages_after(
              ORDER BY seq LIMIT ?3",
         )?
         .query_map(params![conversation.as_str(), seq, limit], rows::message)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(messages)
+}
+
+/// The users sharing a conversation with `user`, `user` excluded, sorted by
+/// id: one query, a self-join of `members` (the user's memberships by
+/// `members_by_user`, their co-members by the primary key).
+pub(crate) fn contacts_of(conn: &Connection, user: &UserId) -> Result<Vec<User>> {
+    let users = conn
+        .prepare_cached(
+            "SELECT u.id, u.name, u.created_at, u.last_seen FROM users u
+             WHERE u.id IN (SELECT DISTINCT other.user_id
+                            FROM members me
+                            JOIN members other ON other.conversation_id = me.conversation_id
+                            WHERE me.user_id = ?1 AND other.user_id <> ?1)
+             ORDER BY u.id",
+        )?
+        .query_map([user.as_str()], rows::user)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(users)
+}
+
+pub(crate) fn message(conn: &Connection, id: &MessageId) -> Result<Option<StoredMessage>> {
+    let message = conn
+        .prepare_cached(
+            "SELECT id, conversation_id, seq, sender, content, content_type,
+                    client_message_id, sent_at
+             FROM messages WHERE id = ?1",
+        )?
+        .query_row([id.as_str()], rows::message)
+        .optional()?;
+    Ok(message)
+}
+
+/// The delivered watermark of each pair, in order, from one snapshot; 0 for
+/// a pair that is not a membership.
+pub(crate) fn delivered_watermarks(
+    conn: &mut Connection,
+    keys: &[(ConversationId, UserId)],
+) -> Result<Vec<i64>> {
+    let tx = conn.transaction()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT delivered_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+    )?;
+    let values = keys
+        .iter()
+        .map(|(conversation, user)| {
+            let value = stmt
+                .query_row(params![conversation.as_str(), user.as_str()], |r| r.get(0))
+                .optional()?;
+            Ok(value.unwrap_or(0))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(values)
+}
+
+/// The user's conversations, most recently active first (by the time of
+/// their last message, or of their creation if they have none), read in one
+/// snapshot: one query for the summaries, one for the members of them all.
+///
+/// The last message is found by `UNIQUE (conversation_id, seq)` at
+/// `last_seq`; the unread count is a range scan of the same index over the
+/// messages after `read_seq`. Sorting is over the user's conversations only.
+pub(crate) fn conversation_summaries(
+    conn: &mut Connection,
+    user: &UserId,
+) -> Result<Vec<ConversationSummary>> {
+    let tx = conn.transaction()?;
+    let mut members = co_members(&tx, user)?;
+    let mut summaries = tx
+        .prepare_cached(
+            "SELECT c.id, c.title, c.created_at, c.last_seq, m.read_seq,
+                    (SELECT count(*) FROM messages u
+                     WHERE u.conversation_id = m.conversation_id AND u.seq > m.read_seq
+                       AND u.sender <> m.user_id),
+                    l.id, l.conversation_id, l.seq, l.sender, l.content, l.content_type,
+                    l.client_message_id, l.sent_at
+             FROM members m
+             JOIN conversations c ON c.id = m.conversation_id
+             LEFT JOIN messages l ON l.conversation_id = m.conversation_id AND l.seq = c.last_seq
+             WHERE m.user_id = ?1
+             ORDER BY coalesce(l.sent_at, c.created_at) DESC, l.pos DESC, c.id",
+        )?
+        .query_map([user.as_str()], rows::summary)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for summary in &mut summaries {
+        let info = &mut summary.conversation;
+        info.members = members.remove(&info.id).unwrap_or_default();
+    }
+    Ok(summaries)
+}
+
+/// The members of each of the user's conversations, each list sorted.
+fn co_members(conn: &Connection, user: &UserId) -> Result<BTreeMap<ConversationId, Vec<UserId>>> {
+    let mut members: BTreeMap<ConversationId, Vec<UserId>> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT other.conversation_id, other.user_id
+         FROM members me
+         JOIN members other ON other.conversation_id = me.conversation_id
+         WHERE me.user_id = ?1
+         ORDER BY other.conversation_id, other.user_id",
+    )?;
+    let mut rows = stmt.query([user.as_str()])?;
+    while let Some(r) = rows.next()? {
+        let conversation = ConversationId::new_unchecked(r.get::<_, String>(0)?);
+        let member = UserId::new_unchecked(r.get::<_, String>(1)?);
+        members.entry(conversation).or_default().push(member);
+    }
+    Ok(members)
+}
+
+/// Up to `limit` messages of the conversation with `seq < before`, newest
+/// first: a backward range scan of `UNIQUE (conversation_id, seq)`.
+pub(crate) fn history(
+    conn: &Connection,
+    conversation: &ConversationId,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<StoredMessage>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let before = before.unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let messages = conn
+        .prepare_cached(
+            "SELECT id, conversation_id, seq, sender, content, content_type,
+                    client_message_id, sent_at
+             FROM messages WHERE conversation_id = ?1 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3",
+        )?
+        .query_map(params![conversation.as_str(), before, limit], rows::message)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(messages)
 }

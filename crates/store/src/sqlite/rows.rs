@@ -1,6 +1,9 @@
 //! Between rows and domain types.
 
-use natter_core::{ConversationId, MessageId, StoredMessage, UserId, store::User};
+use natter_core::{
+    ConversationId, MessageId, StoredMessage, UserId,
+    store::{ConversationInfo, ConversationSummary, User},
+};
 use rusqlite::{Connection, Row, TransactionBehavior, ffi};
 
 use super::error::Result;
@@ -8,15 +11,43 @@ use super::error::Result;
 /// A `messages` row selected as `id, conversation_id, seq, sender, content,
 /// content_type, client_message_id, sent_at`.
 pub(crate) fn message(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    message_at(r, 0)
+}
+
+/// The same eight `messages` columns, starting at column `at`.
+fn message_at(r: &Row<'_>, at: usize) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
-        id: MessageId::new_unchecked(r.get::<_, String>(0)?),
-        conversation: ConversationId::new_unchecked(r.get::<_, String>(1)?),
-        seq: r.get(2)?,
-        sender: UserId::new_unchecked(r.get::<_, String>(3)?),
-        content: r.get(4)?,
-        content_type: r.get(5)?,
-        client_message_id: r.get(6)?,
-        sent_at: r.get(7)?,
+        id: MessageId::new_unchecked(r.get::<_, String>(at)?),
+        conversation: ConversationId::new_unchecked(r.get::<_, String>(at + 1)?),
+        seq: r.get(at + 2)?,
+        sender: UserId::new_unchecked(r.get::<_, String>(at + 3)?),
+        content: r.get(at + 4)?,
+        content_type: r.get(at + 5)?,
+        client_message_id: r.get(at + 6)?,
+        sent_at: r.get(at + 7)?,
+    })
+}
+
+/// A summary row selected as `id, title, created_at, last_seq` of the
+/// conversation, the member's `read_seq`, the unread count, then the eight
+/// columns of [`message`] for the last message (all NULL when there is
+/// none). The members are left empty for the caller to fill.
+pub(crate) fn summary(r: &Row<'_>) -> rusqlite::Result<ConversationSummary> {
+    let last_message = match r.get::<_, Option<String>>(6)? {
+        Some(_) => Some(message_at(r, 6)?),
+        None => None,
+    };
+    Ok(ConversationSummary {
+        conversation: ConversationInfo {
+            id: ConversationId::new_unchecked(r.get::<_, String>(0)?),
+            title: r.get(1)?,
+            created_at: r.get(2)?,
+            last_seq: r.get(3)?,
+            members: Vec::new(),
+        },
+        last_message,
+        read_seq: r.get(4)?,
+        unread: r.get(5)?,
     })
 }
 
@@ -33,6 +64,12 @@ pub(crate) fn user(r: &Row<'_>) -> rusqlite::Result<User> {
 /// Whether a user row exists.
 pub(crate) fn user_exists(conn: &Connection, id: &UserId) -> Result<bool> {
     let mut stmt = conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?;
+    Ok(stmt.exists([id.as_str()])?)
+}
+
+/// Whether a conversation row exists.
+pub(crate) fn conversation_exists(conn: &Connection, id: &ConversationId) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?;
     Ok(stmt.exists([id.as_str()])?)
 }
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     error::Result,
-    rows::{self, immediate, is_foreign_key_violation, user_exists},
+    rows::{self, conversation_exists, immediate, is_foreign_key_violation, user_exists},
 };
 
 /// One send's outcome, or `Err` for a database failure that fails the batch.
@@ -281,4 +281,132 @@ fn insert_member(
         )?
         .execute(params![conv.as_str(), user.as_str(), now])?;
     Ok(inserted == 1)
+}
+
+/// A member's watermark: one of the two `seq` columns of `members`.
+#[derive(Debug, Clone, Copy)]
+enum Watermark {
+    Delivered,
+    Read,
+}
+
+impl Watermark {
+    fn select_sql(self) -> &'static str {
+        match self {
+            Self::Delivered => {
+                "SELECT delivered_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2"
+            }
+            Self::Read => {
+                "SELECT read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2"
+            }
+        }
+    }
+
+    fn update_sql(self) -> &'static str {
+        match self {
+            Self::Delivered => {
+                "UPDATE members SET delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2"
+            }
+            Self::Read => {
+                "UPDATE members SET read_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2"
+            }
+        }
+    }
+}
+
+/// Raises a member's watermark to `seq` if it is lower; the value before, or
+/// `None` if the pair is not a membership. Inside the caller's transaction.
+fn raise(
+    tx: &Connection,
+    mark: Watermark,
+    conversation: &ConversationId,
+    user: &UserId,
+    seq: i64,
+) -> Result<Option<i64>> {
+    let key = params![conversation.as_str(), user.as_str()];
+    let Some(previous) = tx
+        .prepare_cached(mark.select_sql())?
+        .query_row(key, |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    if previous < seq {
+        tx.prepare_cached(mark.update_sql())?.execute(params![
+            conversation.as_str(),
+            user.as_str(),
+            seq
+        ])?;
+    }
+    Ok(Some(previous))
+}
+
+/// Raises delivered watermarks in one transaction; see
+/// `Store::advance_delivered`. A pair listed twice sees the first raise.
+pub(crate) fn advance_delivered(
+    conn: &mut Connection,
+    updates: &[(ConversationId, UserId, i64)],
+) -> Result<Vec<i64>> {
+    let tx = immediate(conn)?;
+    let before = updates
+        .iter()
+        .map(|(conversation, user, seq)| {
+            let previous = raise(&tx, Watermark::Delivered, conversation, user, *seq)?;
+            Ok(previous.unwrap_or(i64::MAX))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(before)
+}
+
+/// Raises a read watermark; `NotFound` if the user is not a member.
+pub(crate) fn mark_read(
+    conn: &mut Connection,
+    conversation: &ConversationId,
+    user: &UserId,
+    seq: i64,
+) -> Result<i64> {
+    let tx = immediate(conn)?;
+    let Some(previous) = raise(&tx, Watermark::Read, conversation, user, seq)? else {
+        let what = format!("member {user} of conversation {conversation}");
+        return Err(StoreError::NotFound(what).into());
+    };
+    tx.commit()?;
+    Ok(previous)
+}
+
+/// Adds a member with fresh (0) watermarks; `Ok(false)` if already one.
+pub(crate) fn add_member(
+    conn: &mut Connection,
+    conversation: &ConversationId,
+    user: &UserId,
+) -> Result<bool> {
+    let tx = immediate(conn)?;
+    if !conversation_exists(&tx, conversation)? {
+        return Err(StoreError::NotFound(format!("conversation {conversation}")).into());
+    }
+    if !user_exists(&tx, user)? {
+        return Err(StoreError::UnknownUser(user.clone()).into());
+    }
+    let added = insert_member(&tx, conversation, user, now_ms())?;
+    tx.commit()?;
+    Ok(added)
+}
+
+/// Deletes a membership row, and with it the member's watermarks;
+/// `Ok(false)` if the user was not a member.
+pub(crate) fn remove_member(
+    conn: &mut Connection,
+    conversation: &ConversationId,
+    user: &UserId,
+) -> Result<bool> {
+    let tx = immediate(conn)?;
+    if !conversation_exists(&tx, conversation)? {
+        return Err(StoreError::NotFound(format!("conversation {conversation}")).into());
+    }
+    let removed = tx
+        .prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .execute(params![conversation.as_str(), user.as_str()])?;
+    tx.commit()?;
+    Ok(removed == 1)
 }

@@ -1,0 +1,232 @@
+//! Delivery receipts: when a `new_message` has been written to a socket of a
+//! recipient, the sender hears `message_delivered`, once per (message,
+//! recipient).
+//!
+//! State is a watermark per (conversation, member): every message up to it
+//! has reached one of the member's devices. It only advances over
+//! contiguous `seq`s, so a message that arrives live while older ones are
+//! still missing (the client has not synced yet) waits in `pending` until
+//! the gap is filled. The store holds the watermark and only ever raises it,
+//! which also settles races between instances: a receipt is emitted only
+//! for what this instance's raise actually advanced.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use natter_core::{Broker, ConversationId, Event, EventKind, MessageTag, Store, UserId, time};
+use natter_protocol::ServerFrame;
+use tokio::sync::mpsc;
+
+use crate::chat::json;
+
+/// A gap older than this many pending messages is given up on: the
+/// watermark jumps over it, and the messages in the gap get no receipt
+/// (they were never delivered; a client that does not sync never gets them).
+const MAX_PENDING: usize = 256;
+
+/// Messages written to one of `user`'s sockets (or sent by `user`).
+#[derive(Debug)]
+pub struct Delivered {
+    pub user: UserId,
+    pub messages: Vec<Arc<MessageTag>>,
+}
+
+/// The writers' handle: reporting never waits.
+#[derive(Debug, Clone)]
+pub struct Reporter(mpsc::UnboundedSender<Delivered>);
+
+impl Reporter {
+    pub fn report(&self, user: &UserId, messages: Vec<Arc<MessageTag>>) {
+        if !messages.is_empty() {
+            let _ = self.0.send(Delivered {
+                user: user.clone(),
+                messages,
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Watermark {
+    value: i64,
+    /// Delivered above `value + 1`, waiting for the gap to fill.
+    pending: BTreeMap<i64, Arc<MessageTag>>,
+}
+
+type Key = (ConversationId, UserId);
+
+/// Starts the receipts task.
+pub fn start(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Reporter {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(store, broker, rx));
+    Reporter(tx)
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    mut rx: mpsc::UnboundedReceiver<Delivered>,
+) {
+    let mut marks: HashMap<Key, Watermark> = HashMap::new();
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 4096).await > 0 {
+        let mut touched: HashMap<Key, Vec<Arc<MessageTag>>> = HashMap::new();
+        for delivered in batch.drain(..) {
+            for tag in delivered.messages {
+                touched
+                    .entry((tag.conversation.clone(), delivered.user.clone()))
+                    .or_default()
+                    .push(tag);
+            }
+        }
+        if let Err(e) = load(&*store, &mut marks, touched.keys()).await {
+            tracing::warn!(error = %e, "cannot read delivery watermarks");
+            continue;
+        }
+        let mut advanced: Vec<(Key, i64, Vec<Arc<MessageTag>>)> = Vec::new();
+        for (key, tags) in touched {
+            let Some(mark) = marks.get_mut(&key) else {
+                continue;
+            };
+            let newly = advance(mark, tags);
+            if !newly.is_empty() {
+                advanced.push((key, mark.value, newly));
+            }
+        }
+        if advanced.is_empty() {
+            continue;
+        }
+        let updates = advanced
+            .iter()
+            .map(|((c, u), to, _)| (c.clone(), u.clone(), *to))
+            .collect();
+        let before = match store.advance_delivered(updates).await {
+            Ok(before) => before,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store delivery watermarks");
+                continue;
+            }
+        };
+        let delivered_at = time::iso8601(time::now_ms());
+        for (((_, recipient), _, newly), previous) in advanced.into_iter().zip(before) {
+            for tag in newly {
+                if tag.seq <= previous || tag.sender == recipient {
+                    continue;
+                }
+                broker.publish(receipt(&tag, &recipient, &delivered_at));
+            }
+        }
+        if marks.len() > 100_000 {
+            marks.retain(|_, m| !m.pending.is_empty());
+        }
+    }
+}
+
+/// Reads the stored watermark of every key not cached yet.
+async fn load<'k>(
+    store: &dyn Store,
+    marks: &mut HashMap<Key, Watermark>,
+    keys: impl Iterator<Item = &'k Key>,
+) -> Result<(), natter_core::StoreError> {
+    let missing: Vec<Key> = keys.filter(|k| !marks.contains_key(*k)).cloned().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let values = store.delivered_watermarks(missing.clone()).await?;
+    for (key, value) in missing.into_iter().zip(values) {
+        marks.insert(
+            key,
+            Watermark {
+                value,
+                pending: BTreeMap::new(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Adds delivered messages to a watermark and returns those it now covers.
+fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageTag>> {
+    for tag in tags {
+        if tag.seq > mark.value {
+            mark.pending.insert(tag.seq, tag);
+        }
+    }
+    if mark.pending.len() > MAX_PENDING
+        && let Some((&first, _)) = mark.pending.first_key_value()
+    {
+        mark.value = first - 1;
+    }
+    let mut newly = Vec::new();
+    while let Some(tag) = mark.pending.remove(&(mark.value + 1)) {
+        mark.value = tag.seq;
+        newly.push(tag);
+    }
+    newly
+}
+
+fn receipt(tag: &MessageTag, recipient: &UserId, delivered_at: &str) -> Event {
+    let frame = ServerFrame::MessageDelivered {
+        message_id: tag.id.to_string(),
+        conversation_id: tag.conversation.to_string(),
+        user_id: recipient.to_string(),
+        delivered_at: delivered_at.to_string(),
+    };
+    Event {
+        audience: Arc::from([tag.sender.clone()]),
+        except_session: None,
+        kind: EventKind::Durable,
+        payload: json(&frame),
+        message: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_core::MessageId;
+
+    fn tag(seq: i64) -> Arc<MessageTag> {
+        Arc::new(MessageTag {
+            conversation: ConversationId::new_unchecked("c"),
+            seq,
+            id: MessageId::new_unchecked(format!("m{seq}")),
+            sender: UserId::new_unchecked("s"),
+        })
+    }
+
+    fn seqs(tags: &[Arc<MessageTag>]) -> Vec<i64> {
+        tags.iter().map(|t| t.seq).collect()
+    }
+
+    #[test]
+    fn advances_only_over_contiguous_deliveries() {
+        let mut mark = Watermark {
+            value: 2,
+            pending: BTreeMap::new(),
+        };
+        assert_eq!(seqs(&advance(&mut mark, vec![tag(3), tag(4)])), [3, 4]);
+        // A live message past a gap waits...
+        assert!(advance(&mut mark, vec![tag(7)]).is_empty());
+        assert_eq!(mark.value, 4);
+        // ...until the replay fills it.
+        assert_eq!(seqs(&advance(&mut mark, vec![tag(6), tag(5)])), [5, 6, 7]);
+        // Already covered: nothing twice.
+        assert!(advance(&mut mark, vec![tag(5), tag(7)]).is_empty());
+    }
+
+    #[test]
+    fn an_unfilled_gap_is_given_up_on_without_false_receipts() {
+        let mut mark = Watermark::default();
+        let live: Vec<_> = (10..10 + MAX_PENDING as i64 + 1).map(tag).collect();
+        let newly = advance(&mut mark, live);
+        assert_eq!(
+            newly.first().map(|t| t.seq),
+            Some(10),
+            "1..=9 never got a receipt"
+        );
+        assert_eq!(newly.len(), MAX_PENDING + 1);
+    }
+}
