@@ -44,6 +44,8 @@ pub struct MessageTag {
     pub seq: i64,
     pub id: MessageId,
     pub sender: UserId,
+    /// When the message was committed (epoch µs), for fan-out latency.
+    pub committed_at_us: i64,
 }
 
 /// The local end of fan-out: hands an event to this instance's connections.

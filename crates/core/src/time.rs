@@ -7,6 +7,11 @@ pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Microseconds since the Unix epoch, now: for latencies across tasks.
+pub fn now_us() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
+}
+
 /// `2026-11-29T01:02:03.456Z`: the shape of `sentAt`, `readAt` and `deliveredAt`.
 pub fn iso8601(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, hub::Connection, limits::RateLimiter, outbox::Outgoing, receipts,
-    typing::Typing,
+    config::Config, hub::Connection, limits::RateLimiter, metrics::Metrics, outbox::Outgoing,
+    receipts, typing::Typing,
 };
 
 /// An error answered to the client as an `error` frame.
@@ -84,6 +84,8 @@ enum Commit {
         audience: Arc<[UserId]>,
         sender: Arc<Connection>,
         request_id: Option<String>,
+        /// When the send was read, for the send-to-ack latency.
+        accepted: std::time::Instant,
     },
     /// Answered once every send queued before it is committed and acked.
     Barrier(oneshot::Sender<()>),
@@ -103,6 +105,7 @@ pub struct Chat {
     typing: Typing,
     /// Where writers report delivered messages.
     receipts: receipts::Reporter,
+    metrics: Arc<Metrics>,
 }
 
 impl Chat {
@@ -112,6 +115,7 @@ impl Chat {
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
         config: &Config,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let (commits, rx) = mpsc::channel(config.max_batch * 4);
@@ -120,6 +124,7 @@ impl Chat {
             store: store.clone(),
             broker: broker.clone(),
             receipts: receipts.clone(),
+            metrics: metrics.clone(),
         };
         tokio::spawn(committer.run(rx, config.max_batch));
         let chat = Arc::new(Self {
@@ -132,6 +137,7 @@ impl Chat {
             rate: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             typing: Typing::new(config.typing_throttle, config.typing_expiry),
             receipts,
+            metrics,
         });
         tokio::spawn(expire_typing(Arc::downgrade(&chat), stop));
         chat
@@ -163,6 +169,7 @@ impl Chat {
         send: SendMessage,
     ) -> Result<(), Refusal> {
         if !self.rate.allow(&sender.user) {
+            self.metrics.rate_limited.inc();
             return Err(Refusal::new(
                 ErrorCode::RateLimited,
                 "too many messages; slow down",
@@ -189,6 +196,7 @@ impl Chat {
             audience: members.list.clone(),
             sender: sender.clone(),
             request_id,
+            accepted: std::time::Instant::now(),
         };
         self.commits
             .send(commit)
@@ -240,7 +248,8 @@ impl Chat {
                 message: wire(message),
                 replay: true,
             };
-            let item = Outgoing::Message(json(&frame), Arc::new(tag(message)));
+            // A replay has no fan-out latency to measure: committed_at 0.
+            let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0)));
             if conn.outbox.push_when_room(item).await.is_err() {
                 return Ok(()); // the connection is closing
             }
@@ -341,6 +350,7 @@ impl Chat {
         if before >= message.seq {
             return Ok(());
         }
+        self.metrics.messages_read.inc();
         let frame = ServerFrame::ReadReceipt {
             message_id: message.id.to_string(),
             conversation_id: message.conversation.to_string(),
@@ -430,6 +440,7 @@ struct Committer {
     /// A sender has "received" their own message: it advances their
     /// delivery watermark without a receipt.
     receipts: receipts::Reporter,
+    metrics: Arc<Metrics>,
 }
 
 impl Committer {
@@ -445,7 +456,8 @@ impl Committer {
                         audience,
                         sender,
                         request_id,
-                    } => sends.push((message, (audience, sender, request_id))),
+                        accepted,
+                    } => sends.push((message, (audience, sender, request_id, accepted))),
                     Commit::Barrier(done) => barriers.push(done),
                 }
             }
@@ -461,7 +473,7 @@ impl Committer {
     async fn commit(&self, sends: Vec<(NewMessage, Reply)>) {
         let (batch, replies): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
         let results = self.store.append(batch).await;
-        for (i, (audience, sender, request_id)) in replies.into_iter().enumerate() {
+        for (i, (audience, sender, request_id, accepted)) in replies.into_iter().enumerate() {
             let result = match &results {
                 Ok(results) => results
                     .get(i)
@@ -473,6 +485,7 @@ impl Committer {
                 Ok(appended) => appended,
                 Err(e) => {
                     let refusal = Refusal::from(e);
+                    self.metrics.error(refusal.code);
                     let error = error_frame(refusal.code, &refusal.message, request_id);
                     let _ = sender
                         .outbox
@@ -482,7 +495,8 @@ impl Committer {
             };
             let message = appended.message;
             if !appended.duplicate {
-                let tag = Arc::new(tag(&message));
+                self.metrics.messages_sent.inc();
+                let tag = Arc::new(tag(&message, time::now_us()));
                 self.receipts.report(&sender.user, vec![tag.clone()]);
                 self.broker.publish(Event {
                     audience,
@@ -507,20 +521,27 @@ impl Committer {
             let _ = sender
                 .outbox
                 .push(Outgoing::Text(json(&ack)), EventKind::Durable);
+            Metrics::observe(&self.metrics.send_ack_seconds, accepted.elapsed());
         }
     }
 }
 
 /// Who hears about a committed send: its audience, the sending connection
-/// (for the ack) and the request id to echo.
-type Reply = (Arc<[UserId]>, Arc<Connection>, Option<String>);
+/// (for the ack), the request id to echo, and when the send was read.
+type Reply = (
+    Arc<[UserId]>,
+    Arc<Connection>,
+    Option<String>,
+    std::time::Instant,
+);
 
-fn tag(message: &StoredMessage) -> MessageTag {
+fn tag(message: &StoredMessage, committed_at_us: i64) -> MessageTag {
     MessageTag {
         conversation: message.conversation.clone(),
         seq: message.seq,
         id: message.id.clone(),
         sender: message.sender.clone(),
+        committed_at_us,
     }
 }
 

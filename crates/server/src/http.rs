@@ -27,6 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(root))
         .route("/ws", get(session::upgrade))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
         .nest("/api", api::router())
         .with_state(app)
 }
@@ -64,6 +66,27 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// For load balancers: 503 as soon as the instance starts draining, so no
+/// new client is sent here.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Accepts connections until `stop` is cancelled.

@@ -14,6 +14,7 @@ pub mod config;
 mod http;
 mod hub;
 mod limits;
+mod metrics;
 mod outbox;
 mod presence;
 mod receipts;
@@ -51,6 +52,8 @@ pub(crate) struct App {
     hub: Arc<Hub>,
     /// Online/offline transitions and snapshots.
     presence: presence::Presence,
+    /// This instance's registry, served at `/metrics`.
+    metrics: Arc<metrics::Metrics>,
     /// Kept for health checks; the chat service publishes through it.
     broker: Arc<dyn Broker>,
     /// Every session task, so shutdown can wait for them.
@@ -75,10 +78,12 @@ pub async fn run(
     let shutdown_started = CancellationToken::new();
     let hub = Arc::new(Hub::new(config.max_connections_per_user));
     let broker = broker(hub.clone());
+    let metrics = Arc::new(metrics::Metrics::default());
     let chat = Chat::start(
         store.clone(),
         broker.clone(),
         &config,
+        metrics.clone(),
         shutdown_started.clone(),
     );
     let presence = presence::Presence::start(
@@ -93,6 +98,7 @@ pub async fn run(
         chat,
         hub,
         presence,
+        metrics,
         broker,
         tracker: TaskTracker::new(),
         readers: TaskTracker::new(),

@@ -18,6 +18,8 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use natter_core::{EventKind, MessageTag};
 
+use crate::metrics::Metrics;
+
 /// One thing for the writer to put on the wire.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
@@ -89,15 +91,18 @@ pub struct Outbox {
     /// The reader task, woken on close, on drain, and on room when it waits.
     reader: AtomicWaker,
     max_bytes: usize,
+    /// Queued bytes, drops and slow-consumer closes are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    pub fn new(max_bytes: usize) -> Self {
+    pub fn new(max_bytes: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::default(),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
             max_bytes,
+            metrics,
         }
     }
 
@@ -119,6 +124,7 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         if kind == EventKind::Ephemeral && state.bytes + size > self.max_bytes / 2 {
+            self.metrics.slow_consumer_drops.inc();
             return Ok(());
         }
         if state.bytes + size > self.max_bytes {
@@ -128,6 +134,7 @@ impl Outbox {
                 flush_first: false,
             });
             drop(state);
+            self.metrics.slow_consumer_closes.inc();
             self.writer.wake();
             self.reader.wake();
             return Err(PushError::Full);
@@ -135,6 +142,7 @@ impl Outbox {
         state.bytes += size;
         state.queue.push_back(item);
         drop(state);
+        self.metrics.outbox_queued_bytes.inc_by(size as i64);
         self.writer.wake();
         Ok(())
     }
@@ -163,6 +171,7 @@ impl Outbox {
                 state.queue.push_back(item);
             }
             drop(state);
+            self.metrics.outbox_queued_bytes.inc_by(size as i64);
             self.writer.wake();
             Poll::Ready(Ok(()))
         })
@@ -204,6 +213,19 @@ impl Outbox {
         }
     }
 
+    /// For the reader: waits until a close is requested.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            self.reader.register(cx.waker());
+            if self.lock().close.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// For the writer: waits until there is something to write or a close.
     pub async fn wait(&self) {
         poll_fn(|cx| {
@@ -227,9 +249,10 @@ impl Outbox {
         if close.is_some_and(|c| !c.flush_first) {
             queue.clear();
         }
-        state.bytes = 0;
+        let taken = std::mem::take(&mut state.bytes);
         let wake_reader = std::mem::take(&mut state.reader_wants_room);
         drop(state);
+        self.metrics.outbox_queued_bytes.dec_by(taken as i64);
         if wake_reader {
             self.reader.wake();
         }
@@ -243,7 +266,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_ephemeral_first_then_closes() {
-        let o = Outbox::new(120);
+        let o = Outbox::new(120, Arc::default());
         let frame = || Outgoing::Text(Bytes::from_static(&[b'x'; 30]));
         assert_eq!(o.push(frame(), EventKind::Durable), Ok(()));
         assert_eq!(o.push(frame(), EventKind::Ephemeral), Ok(()));
@@ -265,7 +288,7 @@ mod tests {
 
     #[test]
     fn an_idle_outbox_owns_no_queue_memory() {
-        let o = Outbox::new(100);
+        let o = Outbox::new(100, Arc::default());
         o.push(Outgoing::Ping, EventKind::Durable).expect("room");
         let (out, _) = o.take();
         assert_eq!(out.len(), 1);

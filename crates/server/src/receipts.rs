@@ -194,6 +194,7 @@ mod tests {
             seq,
             id: MessageId::new_unchecked(format!("m{seq}")),
             sender: UserId::new_unchecked("s"),
+            committed_at_us: 0,
         })
     }
 

@@ -25,6 +25,7 @@ use crate::{
     auth::{self, AuthError, Identity},
     chat::{error_frame, json},
     hub::Connection,
+    metrics::Metrics,
     outbox::{Close, Outbox, Outgoing},
     receipts,
     ws::{self, Decoder, Incoming, Opcode},
@@ -129,7 +130,7 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
     let conn = Arc::new(Connection::new(
         session,
         identity.user.clone(),
-        Outbox::new(app.config.outbox_bytes),
+        Outbox::new(app.config.outbox_bytes, app.metrics.clone()),
         identity.expires_at,
     ));
     let hello = ServerFrame::ConnectionEstablished {
@@ -141,6 +142,8 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
     let _ = conn
         .outbox
         .push(Outgoing::Text(json(&hello)), EventKind::Durable);
+    app.metrics.connections_opened.inc();
+    app.metrics.connections_open.inc();
     let first = app.hub.register(conn.clone());
     app.presence.connected(conn.clone(), first);
     // A drain that started before the register did not see this connection.
@@ -152,6 +155,7 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
             conn.clone(),
             stream.clone(),
             app.chat.receipts().clone(),
+            app.metrics.clone(),
         )),
         decoder: Decoder::new(app.config.max_frame_bytes),
         incoming: Vec::new(),
@@ -199,10 +203,9 @@ impl Reader {
                 Some(e) => ReadEnd::Invalid(e),
                 None => self.read().await,
             };
-            let last = self.app.hub.unregister(&self.conn);
             // Everything after reading is boxed: an idle connection's task
             // only pays for the state of waiting for input.
-            Box::pin(self.finish(end, last)).await;
+            Box::pin(self.finish(end)).await;
             tracing::debug!("disconnected");
         }
     }
@@ -264,7 +267,14 @@ impl Reader {
 
     /// Closes as the end of reading requires, waits for the writer to send
     /// the close, then for the client's close.
-    async fn finish(self, end: ReadEnd, last: bool) {
+    async fn finish(self, end: ReadEnd) {
+        if let ReadEnd::Stopped = end {
+            // Draining: the connection stays registered, so its acks and
+            // the shutdown's reconnect advice reach it, until the drain
+            // closes it.
+            self.conn.outbox.closed().await;
+        }
+        let last = self.app.hub.unregister(&self.conn);
         if last {
             self.app.presence.disconnected(self.conn.user.clone());
             self.app.chat.user_gone(&self.conn.user).await;
@@ -292,6 +302,9 @@ impl Reader {
             ReadEnd::Stopped => {}
         }
         let _ = self.writer.await;
+        let metrics = &self.app.metrics;
+        metrics.connections_open.dec();
+        metrics.closed(outbox.close_code().unwrap_or(Close::ABANDON.code));
         let we_sent_close = outbox
             .close_code()
             .is_some_and(|c| c != Close::ABANDON.code);
@@ -304,7 +317,10 @@ impl Reader {
 async fn handle_text(app: &App, conn: &Arc<Connection>, text: &str) {
     let request = match parse_request(text) {
         Ok(request) => request,
-        Err(e) => return reply_error(conn, e.code, &e.message, e.request_id),
+        Err(e) => {
+            app.metrics.error(e.code);
+            return reply_error(conn, e.code, &e.message, e.request_id);
+        }
     };
     let request_id = request.request_id;
     let result = match request.frame {
@@ -328,6 +344,7 @@ async fn handle_text(app: &App, conn: &Arc<Connection>, text: &str) {
         }
     };
     if let Err(refusal) = result {
+        app.metrics.error(refusal.code);
         reply_error(conn, refusal.code, &refusal.message, request_id);
     }
 }
@@ -368,7 +385,12 @@ fn reply_error(
 }
 
 /// Drains the outbox to the socket until a close is sent or the peer is gone.
-async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, receipts: receipts::Reporter) {
+async fn write_loop(
+    conn: Arc<Connection>,
+    stream: Arc<TcpStream>,
+    receipts: receipts::Reporter,
+    metrics: Arc<Metrics>,
+) {
     loop {
         conn.outbox.wait().await;
         let (items, close) = conn.outbox.take();
@@ -397,7 +419,15 @@ async fn write_loop(conn: Arc<Connection>, stream: Arc<TcpStream>, receipts: rec
             return;
         }
         // Written to the socket: as delivered as a server can tell.
-        receipts.report(&conn.user, delivered);
+        if !delivered.is_empty() {
+            let now = time::now_us();
+            metrics.messages_delivered.inc_by(delivered.len() as u64);
+            for tag in delivered.iter().filter(|t| t.committed_at_us > 0) {
+                let micros = (now - tag.committed_at_us).max(0) as u64;
+                Metrics::observe(&metrics.fanout_seconds, Duration::from_micros(micros));
+            }
+            receipts.report(&conn.user, delivered);
+        }
         if close.is_some() {
             return;
         }

@@ -31,8 +31,30 @@ use workers::{ReadPool, Writer};
 /// connections on tokio's blocking threads and never wait for the writer.
 pub struct SqliteStore {
     path: PathBuf,
+    /// The file the connections opened. Open connections keep working on a
+    /// deleted or replaced file, so `ping` compares the path against it to
+    /// notice that the database is gone.
+    file_id: Option<FileId>,
     writer: Writer,
     readers: Arc<ReadPool>,
+}
+
+/// What identifies a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+fn file_id(path: &std::path::Path) -> Option<FileId> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId(meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some(FileId(0, 0))
+    }
 }
 
 impl SqliteStore {
@@ -45,6 +67,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??;
         tracing::info!(path = %path.display(), readers = readers.len(), "sqlite store open");
         Ok(Self {
+            file_id: file_id(&path),
             path,
             writer: Writer::start(writer)?,
             readers: ReadPool::new(readers),
@@ -73,7 +96,14 @@ impl fmt::Debug for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.readers.run(|c| read::ping(c)).await
+        self.readers.run(|c| read::ping(c)).await?;
+        if file_id(&self.path) != self.file_id {
+            return Err(StoreError::Unavailable(format!(
+                "the database file {} is gone or was replaced",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
