@@ -93,6 +93,11 @@ struct ServeArgs {
     /// Seconds a graceful shutdown may take.
     #[arg(long, env = "SHUTDOWN_DEADLINE_SECS", default_value_t = 10)]
     shutdown_deadline_secs: u64,
+    /// Enables the admin HTTP endpoints (`POST /api/users`, `POST
+    /// /api/tokens`): clients present it as `Authorization: Bearer <token>`.
+    /// Unset or empty: those endpoints answer 404.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Development mode: generate and keep a secret beside the database,
     /// create demo users and print their tokens.
     #[arg(long)]
@@ -229,6 +234,7 @@ async fn run_server(
     config.limits.max_content_bytes = args.max_content_bytes;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(100));
     config.shutdown_deadline = Duration::from_secs(args.shutdown_deadline_secs);
+    config.admin_token = args.admin_token.filter(|t| !t.is_empty());
     tracing::info!(address = %listener.local_addr()?, "natter listening");
     let broker: natter_server::BrokerFactory =
         Box::new(|delivery| Arc::new(natter_broker::LocalBroker::new(delivery)));

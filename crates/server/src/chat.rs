@@ -98,6 +98,9 @@ pub struct Chat {
     sync_page: usize,
     /// Conversation members, loaded on first use, dropped on change.
     members: RwLock<HashMap<ConversationId, Arc<Members>>>,
+    /// Bumped by every `forget_members`: a member list read from the store
+    /// before a change must not be cached after it.
+    members_changed: std::sync::atomic::AtomicU64,
     /// Into the committer; bounded, so a flood of sends waits here.
     commits: mpsc::Sender<Commit>,
     /// Sends per user per minute, across the user's connections.
@@ -133,6 +136,7 @@ impl Chat {
             limits: config.limits.clone(),
             sync_page: config.sync_page,
             members: RwLock::default(),
+            members_changed: Default::default(),
             commits,
             rate: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             typing: Typing::new(config.typing_throttle, config.typing_expiry),
@@ -154,10 +158,10 @@ impl Chat {
     /// Forgets a conversation's cached members after they changed, so the
     /// next event goes to the new member list.
     pub fn forget_members(&self, conversation: &ConversationId) {
-        self.members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(conversation);
+        let mut cache = self.members.write().unwrap_or_else(|e| e.into_inner());
+        self.members_changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(conversation);
     }
 
     /// Validates a send and queues it for commit. The ack (or an error) is
@@ -389,6 +393,9 @@ impl Chat {
         if let Some(m) = self.read_cache().get(conversation) {
             return Ok(m.clone());
         }
+        let changes = self
+            .members_changed
+            .load(std::sync::atomic::Ordering::SeqCst);
         let info = self
             .store
             .conversation(conversation)
@@ -398,10 +405,14 @@ impl Chat {
             set: info.members.iter().cloned().collect(),
             list: info.members.into(),
         });
-        self.members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(conversation.clone(), members.clone());
+        let mut cache = self.members.write().unwrap_or_else(|e| e.into_inner());
+        if self
+            .members_changed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == changes
+        {
+            cache.insert(conversation.clone(), members.clone());
+        }
         Ok(members)
     }
 

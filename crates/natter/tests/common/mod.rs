@@ -226,6 +226,22 @@ pub struct NatterProcess {
 impl NatterProcess {
     /// Starts `natter serve` on `database` and waits until it answers /health.
     pub async fn start(database: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_logging(
+            database,
+            extra,
+            &[("RUST_LOG", "warn")],
+            std::process::Stdio::inherit(),
+        )
+        .await
+    }
+
+    /// Like `start`, with extra environment and the log (stderr) sent to `log`.
+    pub async fn start_logging(
+        database: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: std::process::Stdio,
+    ) -> Self {
         let port = free_port();
         let child = std::process::Command::new(natter_bin())
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -236,8 +252,10 @@ impl NatterProcess {
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("REDIS_URI")
-            .env("RUST_LOG", "warn")
+            .env_remove("LOG_FORMAT")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn natter");
         let process = NatterProcess { child, port };
