@@ -1,0 +1,73 @@
+//! `bigroom`: one conversation of M members, one message per interval;
+//! how long until the last member has each message.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Context, Session, names};
+use crate::{recorder::latency, results::RunResult, server::Fixture};
+
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct BigRoom {
+    /// Members, all connected.
+    #[arg(long, default_value_t = 10_000)]
+    pub members: usize,
+    /// Messages sent.
+    #[arg(long, default_value_t = 60)]
+    pub messages: usize,
+    /// Milliseconds between messages.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+}
+
+impl BigRoom {
+    pub fn tiny() -> Self {
+        BigRoom {
+            members: 20,
+            messages: 3,
+            interval_ms: 100,
+        }
+    }
+
+    pub async fn run(&self, ctx: &Context) -> anyhow::Result<RunResult> {
+        let members = names("r", self.members);
+        let fixture = Fixture {
+            users: members.clone(),
+            conversations: vec![("big".to_string(), members.clone())],
+        };
+        let mut session = Session::open(ctx, &fixture, &members).await?;
+        let start = session.recorder.now_us();
+        session.collector.reset(start);
+        session.collector.per_message = Some(Default::default());
+        let cpu_before = session.server.cpu_seconds();
+        let rate = 1000.0 / self.interval_ms.max(1) as f64;
+        let duration = Duration::from_millis(self.interval_ms * self.messages as u64);
+        let sender = vec![(members[0].clone(), "big".to_string())];
+        let sent = session.drive(&sender, rate, duration, 100).await;
+        let expected = sent * (self.members as u64 - 1);
+        session
+            .settle(expected, sent, Duration::from_secs(20))
+            .await;
+        let cpu = session.server.cpu_seconds() - cpu_before;
+        let mut result = session.result("bigroom", json!(self), duration);
+        result.expected_deliveries = expected;
+        result.loss = expected.saturating_sub(result.deliveries);
+        result.server_cpu_s = cpu;
+        let mut last = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let complete = self.members as u64 - 1;
+        for (count, max_latency) in session
+            .collector
+            .per_message
+            .iter()
+            .flat_map(|m| m.values())
+        {
+            if *count == complete {
+                last.saturating_record((*max_latency).max(1));
+            }
+        }
+        result.last_member = Some(latency(&last));
+        session.stop();
+        Ok(result)
+    }
+}

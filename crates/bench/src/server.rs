@@ -1,0 +1,220 @@
+//! The server under test: started by the tool itself (natter with its own
+//! database, provisioned through `natter import`; or the Socket.IO peer with
+//! the same data), pinned to its core, and observed through `/proc`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::transport::Peer;
+
+/// Users and conversations a scenario needs.
+#[derive(Debug, Default, Clone)]
+pub struct Fixture {
+    pub users: Vec<String>,
+    /// (conversation id, members)
+    pub conversations: Vec<(String, Vec<String>)>,
+}
+
+impl Fixture {
+    /// The `natter import` file; the Socket.IO peer reads the same one.
+    pub fn import_json(&self) -> serde_json::Value {
+        json!({
+            "users": self.users.iter().map(|u| json!({"id": u})).collect::<Vec<_>>(),
+            "conversations": self.conversations.iter()
+                .map(|(id, members)| json!({"id": id, "participants": members}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Where to find and how to run the servers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub natter_bin: PathBuf,
+    pub socketio_dir: PathBuf,
+    /// natter's database; a fresh SQLite file per run when absent.
+    pub database_url: Option<String>,
+    /// The core the server is pinned to (`taskset`), if any.
+    pub core: Option<usize>,
+}
+
+pub struct Server {
+    pub peer: Peer,
+    pub addr: SocketAddr,
+    secret: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(peer: Peer, options: &Options, fixture: &Fixture) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let data = dir.path().join("import.json");
+        std::fs::write(&data, fixture.import_json().to_string()).context("write import file")?;
+        let secret = format!("bench-secret-{}", std::process::id());
+        let port = free_port()?;
+        let mut command = match peer {
+            Peer::Natter => {
+                let database = options.database_url.clone().unwrap_or_else(|| {
+                    format!("sqlite://{}", dir.path().join("bench.db").display())
+                });
+                let status = Command::new(&options.natter_bin)
+                    .arg("import")
+                    .arg(&data)
+                    .args(["--database-url", &database])
+                    .stdout(Stdio::null())
+                    .status()
+                    .with_context(|| format!("run {}", options.natter_bin.display()))?;
+                if !status.success() {
+                    bail!("natter import failed");
+                }
+                let mut command = pinned(options.core, &options.natter_bin);
+                command
+                    .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--database-url", &database])
+                    .args([
+                        "--rate-limit-per-minute",
+                        "0",
+                        "--shutdown-deadline-secs",
+                        "1",
+                    ])
+                    .env("JWT_SECRET", &secret)
+                    .env("RUST_LOG", "error");
+                command
+            }
+            Peer::Socketio => {
+                let mut command = pinned(options.core, Path::new("node"));
+                command
+                    .arg(options.socketio_dir.join("server.js"))
+                    .env("PORT", port.to_string())
+                    .env("JWT_SECRET", &secret)
+                    .env("DATA", &data);
+                command
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start the {} server", peer.name()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = Server {
+            peer,
+            addr,
+            secret,
+            child,
+            _dir: dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the {} server did not start", self.peer.name());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A day-long HS256 token for `user`, as both peers verify them.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        let exp = jsonwebtoken::get_current_timestamp() + 86_400;
+        let key = jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes())?;
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": user, "exp": exp}),
+            &key,
+        )?)
+    }
+
+    /// Resident memory, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may contain spaces).
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `program`, pinned with taskset to `core` when given, with the file limit
+/// raised to the hard limit.
+fn pinned(core: Option<usize>, program: &Path) -> Command {
+    let mut command = Command::new("sh");
+    let pin = core.map(|c| format!("taskset -c {c} ")).unwrap_or_default();
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n $(ulimit -Hn); exec {pin}\"$0\" \"$@\""))
+        .arg(program);
+    command
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
