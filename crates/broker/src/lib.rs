@@ -29,4 +29,8 @@ impl Broker for LocalBroker {
     fn is_healthy(&self) -> bool {
         true
     }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
 }

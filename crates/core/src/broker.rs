@@ -60,4 +60,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can currently reach every instance (health checks).
     fn is_healthy(&self) -> bool;
+
+    /// Whether events travel through an external service to other
+    /// instances (false for the in-process broker).
+    fn is_shared(&self) -> bool;
 }

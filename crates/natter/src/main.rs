@@ -93,6 +93,24 @@ struct ServeArgs {
     /// Seconds a graceful shutdown may take.
     #[arg(long, env = "SHUTDOWN_DEADLINE_SECS", default_value_t = 10)]
     shutdown_deadline_secs: u64,
+    /// Connections one user may hold; one more closes the oldest (4008).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    max_connections_per_user: usize,
+    /// Bytes queued for one connection before it is closed as too slow (1013).
+    #[arg(long, env = "OUTBOX_BYTES", default_value_t = 1024 * 1024)]
+    outbox_bytes: usize,
+    /// Milliseconds after a user's last connection closes before they are offline.
+    #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    presence_grace_ms: u64,
+    /// At most one typing indicator forwarded per user and conversation per this many ms.
+    #[arg(long, env = "TYPING_THROTTLE_MS", default_value_t = 2_000)]
+    typing_throttle_ms: u64,
+    /// A typing indicator not renewed within this many ms ends by itself.
+    #[arg(long, env = "TYPING_EXPIRY_MS", default_value_t = 6_000)]
+    typing_expiry_ms: u64,
+    /// Clock skew tolerated on token expiry, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    jwt_leeway_secs: u64,
     /// Enables the admin HTTP endpoints (`POST /api/users`, `POST
     /// /api/tokens`): clients present it as `Authorization: Bearer <token>`.
     /// Unset or empty: those endpoints answer 404.
@@ -234,6 +252,12 @@ async fn run_server(
     config.limits.max_content_bytes = args.max_content_bytes;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(100));
     config.shutdown_deadline = Duration::from_secs(args.shutdown_deadline_secs);
+    config.max_connections_per_user = args.max_connections_per_user;
+    config.outbox_bytes = args.outbox_bytes.max(4096);
+    config.presence_grace = Duration::from_millis(args.presence_grace_ms);
+    config.typing_throttle = Duration::from_millis(args.typing_throttle_ms);
+    config.typing_expiry = Duration::from_millis(args.typing_expiry_ms.max(10));
+    config.jwt_leeway = Duration::from_secs(args.jwt_leeway_secs);
     config.admin_token = args.admin_token.filter(|t| !t.is_empty());
     tracing::info!(address = %listener.local_addr()?, "natter listening");
     let broker: natter_server::BrokerFactory =

@@ -12,6 +12,20 @@ use natter_client::ServerFrame;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The status of `GET /ready`, or None if the server no longer answers.
+async fn ready_status(addr: std::net::SocketAddr) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
 #[tokio::test]
 async fn sigterm_drains_acks_everything_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -50,6 +64,16 @@ async fn sigterm_drains_acks_everything_and_exits_cleanly() {
         .status()
         .expect("kill -TERM");
     assert!(status.success());
+
+    // Draining: load balancers are told to stop sending clients here.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+    let mut ready = 200;
+    while ready == 200 {
+        ready = ready_status(addr)
+            .await
+            .expect("HTTP still served while draining");
+    }
+    assert_eq!(ready, 503);
 
     // Alice: every ack that arrives is for a stored message; then reconnect
     // advice and 1001.

@@ -57,7 +57,11 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         "timestamp": time::iso8601(time::now_ms()),
         "websocket": if serving { "running" } else { "draining" },
         "database": if database { "connected" } else { "disconnected" },
-        "redis": if broker { "connected" } else { "disconnected" },
+        "redis": match (app.broker.is_shared(), broker) {
+            (false, _) => "not configured",
+            (true, true) => "connected",
+            (true, false) => "disconnected",
+        },
         "activeConnections": app.hub.connection_count(),
     });
     let status = if healthy {

@@ -120,18 +120,20 @@ pub async fn run(
                 .await
         }
     });
+    // HTTP keeps being served while draining, so load balancers see /ready
+    // turn 503 (and new upgrades are refused) instead of a closed port.
     let http_connections = TaskTracker::new();
-    let accept = http::accept_loop(
+    let stop_http = CancellationToken::new();
+    let accept = tokio::spawn(http::accept_loop(
         listener,
         http::router(app.clone()),
-        app.shutdown.clone(),
+        stop_http.clone(),
         http_connections.clone(),
-    );
-    tokio::select! {
-        _ = accept => {}
-        _ = shutdown => {}
-    }
+    ));
+    shutdown.await;
     drain(&app).await;
+    stop_http.cancel();
+    let _ = accept.await;
     http_connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), http_connections.wait()).await;
     store.close().await;

@@ -1102,8 +1102,8 @@ async fn add_and_remove_members() {
         store.conversations_of(&uid("c")).await,
         Ok(vec![cid("ab"), cid("ac"), cid("bc")])
     );
-    // A new member starts with nothing delivered or read.
-    assert_eq!(delivered(&store, &[("ab", "c")]).await, [0]);
+    // A new member starts caught up on delivery, with nothing read.
+    assert_eq!(delivered(&store, &[("ab", "c")]).await, [3]);
     assert_eq!(
         unread_shape(&summaries(&store, "c").await)
             .into_iter()
@@ -1165,14 +1165,15 @@ async fn add_and_remove_members() {
         Err(StoreError::NotFound("member c of conversation ab".into()))
     );
 
-    // Re-added: the old watermarks are gone.
+    // Re-added: the old watermarks are gone; delivery starts caught up.
     assert_eq!(store.add_member(&cid("ab"), &uid("c")).await, Ok(true));
-    assert_eq!(delivered(&store, &[("ab", "c")]).await, [0]);
+    assert_eq!(delivered(&store, &[("ab", "c")]).await, [3]);
     assert_eq!(store.mark_read(&cid("ab"), &uid("c"), 1).await, Ok(0));
 }
 
 /// A database left by the previous release (only 0001 applied, with data)
-/// is brought to 0002 on open, keeping its data; members start at 0.
+/// is brought to 0002 on open, keeping its data; members start with their
+/// history delivered and nothing read.
 #[tokio::test]
 async fn migration_0002_applies_to_a_0001_database() {
     let dir = TempDir::new().expect("tempdir");
@@ -1210,11 +1211,11 @@ async fn migration_0002_applies_to_a_0001_database() {
     assert_eq!(
         count(
             &dir,
-            "SELECT count(*) FROM members WHERE delivered_seq = 0 AND read_seq = 0"
+            "SELECT count(*) FROM members WHERE delivered_seq = 2 AND read_seq = 0"
         ),
         2
     );
-    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [0, 0]);
+    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [2, 2]);
     assert_eq!(
         unread_shape(&summaries(&store, "a").await),
         [("ab".into(), 0, 1)]
@@ -1230,7 +1231,7 @@ async fn migration_0002_applies_to_a_0001_database() {
     assert_eq!(ids, ["m2", "m1"]);
     assert_eq!(history[0].client_message_id.as_deref(), Some("c2"));
     // The old data takes part in the new writes.
-    assert_eq!(advance(&store, &[("ab", "b", 2)]).await, [0]);
+    assert_eq!(advance(&store, &[("ab", "b", 3)]).await, [2]);
     assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 2).await, Ok(0));
     assert_eq!(send_many(&store, "ab", "a", 1).await, [3]);
     store.close().await;
@@ -1238,7 +1239,7 @@ async fn migration_0002_applies_to_a_0001_database() {
     // Opening again applies nothing twice and keeps the watermarks.
     let store = open(&dir).await;
     assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 2);
-    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [0, 2]);
+    assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [2, 3]);
     assert_eq!(
         unread_shape(&summaries(&store, "a").await),
         [("ab".into(), 2, 0)]

@@ -3,7 +3,8 @@
 -- delivered_seq: every message up to it has reached one of the member's
 -- devices. read_seq: every message up to it has been read by the member.
 -- Both only ever rise, and go with the membership row when it is deleted.
--- Existing members start at 0: nothing delivered or read yet.
+-- Existing members start with everything so far delivered (their history is
+-- not announced to its senders as newly delivered) and nothing read.
 --
 -- No new index is needed. Watermarks are read and written by the primary key
 -- (conversation_id, user_id). A user's conversation list walks
@@ -14,3 +15,5 @@
 
 ALTER TABLE members ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE members ADD COLUMN read_seq      INTEGER NOT NULL DEFAULT 0;
+UPDATE members SET delivered_seq =
+    (SELECT last_seq FROM conversations WHERE conversations.id = members.conversation_id);

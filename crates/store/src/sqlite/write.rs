@@ -276,7 +276,10 @@ fn insert_member(
 ) -> Result<bool> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO members (conversation_id, user_id, joined_at) VALUES (?1, ?2, ?3)
+            // A new member starts caught up on delivery: the history before
+            // they joined is not news to its senders.
+            "INSERT INTO members (conversation_id, user_id, joined_at, delivered_seq)
+             SELECT ?1, ?2, ?3, last_seq FROM conversations WHERE id = ?1
              ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )?
         .execute(params![conv.as_str(), user.as_str(), now])?;
