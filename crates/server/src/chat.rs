@@ -483,7 +483,10 @@ impl Committer {
 
     async fn commit(&self, sends: Vec<(NewMessage, Reply)>) {
         let (batch, replies): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+        self.metrics.commit_batch_size.observe(batch.len() as f64);
+        let started = std::time::Instant::now();
         let results = self.store.append(batch).await;
+        Metrics::observe(&self.metrics.commit_seconds, started.elapsed());
         for (i, (audience, sender, request_id, accepted)) in replies.into_iter().enumerate() {
             let result = match &results {
                 Ok(results) => results

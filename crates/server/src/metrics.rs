@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Bytes waiting in every connection's outbox together.
     pub outbox_queued_bytes: Gauge,
     pub send_ack_seconds: Histogram,
+    /// One group commit: `Store::append` for a batch.
+    pub commit_seconds: Histogram,
+    pub commit_batch_size: Histogram,
     pub fanout_seconds: Histogram,
     pub broker_publish_failures: Counter,
 }
@@ -59,6 +62,10 @@ impl Default for Metrics {
             slow_consumer_closes: Counter::default(),
             outbox_queued_bytes: Gauge::default(),
             send_ack_seconds: latency(),
+            commit_seconds: latency(),
+            commit_batch_size: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
             fanout_seconds: latency(),
             broker_publish_failures: Counter::default(),
         };
@@ -122,6 +129,16 @@ impl Default for Metrics {
             "send_ack_seconds",
             "From reading a send to queuing its ack, commit included",
             m.send_ack_seconds.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "One group commit of sends to the store, fsync included",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "commit_batch_size",
+            "Sends committed together in one transaction",
+            m.commit_batch_size.clone(),
         );
         r.register(
             "fanout_seconds",

@@ -6,9 +6,15 @@
 //! has reached one of the member's devices. It only advances over
 //! contiguous `seq`s, so a message that arrives live while older ones are
 //! still missing (the client has not synced yet) waits in `pending` until
-//! the gap is filled. The store holds the watermark and only ever raises it,
-//! which also settles races between instances: a receipt is emitted only
-//! for what this instance's raise actually advanced.
+//! the gap is filled.
+//!
+//! The watermarks live here and are written to the store every
+//! `PERSIST_EVERY`, in one transaction: writing them per delivery made the
+//! single SQLite writer commit (and fsync) as often for receipts as for
+//! messages, and doubled send latency. The price: after a crash, up to that
+//! much delivery state is forgotten, and a message re-delivered by `sync`
+//! may be receipted twice (the same messageId and userId: idempotent for a
+//! client).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,6 +26,9 @@ use natter_protocol::ServerFrame;
 use tokio::sync::mpsc;
 
 use crate::chat::json;
+
+/// How often raised watermarks are written to the store.
+const PERSIST_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A gap older than this many pending messages is given up on: the
 /// watermark jumps over it, and the messages in the gap get no receipt
@@ -70,57 +79,74 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
     let mut marks: HashMap<Key, Watermark> = HashMap::new();
+    // Raised in memory, not yet in the store.
+    let mut dirty: HashMap<Key, i64> = HashMap::new();
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 4096).await > 0 {
-        let mut touched: HashMap<Key, Vec<Arc<MessageTag>>> = HashMap::new();
-        for delivered in batch.drain(..) {
-            for tag in delivered.messages {
-                touched
-                    .entry((tag.conversation.clone(), delivered.user.clone()))
-                    .or_default()
-                    .push(tag);
-            }
-        }
-        if let Err(e) = load(&*store, &mut marks, touched.keys()).await {
-            tracing::warn!(error = %e, "cannot read delivery watermarks");
-            continue;
-        }
-        let mut advanced: Vec<(Key, i64, Vec<Arc<MessageTag>>)> = Vec::new();
-        for (key, tags) in touched {
-            let Some(mark) = marks.get_mut(&key) else {
-                continue;
-            };
-            let newly = advance(mark, tags);
-            if !newly.is_empty() {
-                advanced.push((key, mark.value, newly));
-            }
-        }
-        if advanced.is_empty() {
-            continue;
-        }
-        let updates = advanced
-            .iter()
-            .map(|((c, u), to, _)| (c.clone(), u.clone(), *to))
-            .collect();
-        let before = match store.advance_delivered(updates).await {
-            Ok(before) => before,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot store delivery watermarks");
-                continue;
-            }
-        };
-        let delivered_at = time::iso8601(time::now_ms());
-        for (((_, recipient), _, newly), previous) in advanced.into_iter().zip(before) {
-            for tag in newly {
-                if tag.seq <= previous || tag.sender == recipient {
-                    continue;
+    let mut persist = tokio::time::interval(PERSIST_EVERY);
+    persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = rx.recv_many(&mut batch, 4096) => {
+                if received == 0 {
+                    break;
                 }
-                broker.publish(receipt(&tag, &recipient, &delivered_at));
+                let delivered = std::mem::take(&mut batch);
+                advance_all(&*store, &*broker, &mut marks, &mut dirty, delivered).await;
             }
+            _ = persist.tick() => save(&*store, &mut dirty).await,
         }
-        if marks.len() > 100_000 {
-            marks.retain(|_, m| !m.pending.is_empty());
+    }
+    save(&*store, &mut dirty).await;
+}
+
+/// Moves the watermarks over what was delivered and sends the receipts.
+async fn advance_all(
+    store: &dyn Store,
+    broker: &dyn Broker,
+    marks: &mut HashMap<Key, Watermark>,
+    dirty: &mut HashMap<Key, i64>,
+    batch: Vec<Delivered>,
+) {
+    let mut touched: HashMap<Key, Vec<Arc<MessageTag>>> = HashMap::new();
+    for delivered in batch {
+        for tag in delivered.messages {
+            touched
+                .entry((tag.conversation.clone(), delivered.user.clone()))
+                .or_default()
+                .push(tag);
         }
+    }
+    if let Err(e) = load(store, marks, touched.keys()).await {
+        tracing::warn!(error = %e, "cannot read delivery watermarks");
+        return;
+    }
+    let delivered_at = time::iso8601(time::now_ms());
+    for (key, tags) in touched {
+        let Some(mark) = marks.get_mut(&key) else {
+            continue;
+        };
+        let newly = advance(mark, tags);
+        if newly.is_empty() {
+            continue;
+        }
+        dirty.insert(key.clone(), mark.value);
+        for tag in newly.iter().filter(|t| t.sender != key.1) {
+            broker.publish(receipt(tag, &key.1, &delivered_at));
+        }
+    }
+    if marks.len() > 100_000 {
+        marks.retain(|k, m| !m.pending.is_empty() || dirty.contains_key(k));
+    }
+}
+
+/// Writes the raised watermarks to the store, in one transaction.
+async fn save(store: &dyn Store, dirty: &mut HashMap<Key, i64>) {
+    if dirty.is_empty() {
+        return;
+    }
+    let updates = dirty.drain().map(|((c, u), seq)| (c, u, seq)).collect();
+    if let Err(e) = store.advance_delivered(updates).await {
+        tracing::warn!(error = %e, "cannot store delivery watermarks");
     }
 }
 

@@ -25,6 +25,9 @@ pub struct Fanout {
     /// Bytes of content per message.
     #[arg(long, default_value_t = 100)]
     pub message_size: usize,
+    /// Seconds of load before measuring (caches, JIT, buffers warm up).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
 }
 
 impl Fanout {
@@ -35,6 +38,7 @@ impl Fanout {
             rate: 50.0,
             duration: 1.0,
             message_size: 100,
+            warmup: 0.0,
         }
     }
 
@@ -67,6 +71,19 @@ impl Fanout {
     /// Drives the load on an open session and measures it.
     pub async fn load(&self, session: &mut Session, scenario: &str) -> RunResult {
         let (_, senders) = self.fixture();
+        if self.warmup > 0.0 {
+            let sent = session
+                .drive(
+                    &senders,
+                    self.rate,
+                    Duration::from_secs_f64(self.warmup),
+                    self.message_size,
+                )
+                .await;
+            session
+                .settle(sent * (self.size as u64 - 1), sent, Duration::from_secs(10))
+                .await;
+        }
         let duration = Duration::from_secs_f64(self.duration);
         let start = session.recorder.now_us();
         session.collector.reset(start);

@@ -52,10 +52,12 @@ impl Ramp {
             rate: self.start_rate,
             duration: self.step_seconds,
             message_size: 100,
+            warmup: 0.0,
         };
         let (fixture, _) = step.fixture();
         let mut session = Session::open(ctx, &fixture, &fixture.users).await?;
         let mut best: Option<RunResult> = None;
+        let mut first_failure: Option<RunResult> = None;
         let mut steps = Vec::new();
         for i in 0..self.max_steps {
             let result = step.load(&mut session, "ramp").await;
@@ -69,18 +71,19 @@ impl Ramp {
             });
             let held = result.loss == 0 && result.delivery.p99_ms <= self.bound_ms;
             if !held {
+                first_failure = Some(result);
                 break;
             }
             best = Some(result);
             step.rate *= self.factor;
         }
-        let mut result =
-            best.unwrap_or_else(|| session.result("ramp", json!(self), Default::default()));
-        result.max_sustainable_deliveries_per_s = Some(if result.loss == 0 {
-            result.deliveries_per_s
-        } else {
-            0.0
-        });
+        // The last step that held; if none did, the failing first step (its
+        // loss shows), with a sustainable rate of 0.
+        let sustainable = best.as_ref().map_or(0.0, |r| r.deliveries_per_s);
+        let mut result = best
+            .or(first_failure)
+            .unwrap_or_else(|| session.result("ramp", json!(self), Default::default()));
+        result.max_sustainable_deliveries_per_s = Some(sustainable);
         result.config = json!(self);
         // The timeline of a ramp is its steps.
         result.timeline = steps;

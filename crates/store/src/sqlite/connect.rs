@@ -14,11 +14,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_receipts.sql")),
 ];
 
-/// Checkpoint the WAL into the database every ~16 MiB (4 KiB pages) instead
-/// of SQLite's 4 MiB: fewer checkpoints on the writer's commit path under a
-/// heavy send rate, while the log stays small enough for fast reads.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
-
 /// After a checkpoint, truncate a WAL that grew past this many bytes.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
@@ -38,9 +33,21 @@ pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> 
         return Err(StoreError::Unavailable(msg).into());
     }
     configure(&conn, sync)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // Checkpoints happen on their own thread (see `checkpoint`), never in a
+    // commit of the writer.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens the connection that checkpoints the WAL; the writer must have
+/// created the file.
+pub(crate) fn open_checkpointer(path: &Path, sync: Synchronous) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn, sync)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     Ok(conn)
 }
 

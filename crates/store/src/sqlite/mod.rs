@@ -1,5 +1,6 @@
 //! The SQLite backend: one file, one writer thread, a few readers.
 
+mod checkpoint;
 mod config;
 mod connect;
 mod error;
@@ -37,6 +38,7 @@ pub struct SqliteStore {
     file_id: Option<FileId>,
     writer: Writer,
     readers: Arc<ReadPool>,
+    checkpointer: std::sync::Mutex<checkpoint::Checkpointer>,
 }
 
 /// What identifies a file on disk.
@@ -62,15 +64,18 @@ impl SqliteStore {
     /// pending migrations. `read_connections` of 0 is taken as 1.
     pub async fn open(config: SqliteConfig) -> Result<Self, StoreError> {
         let path = config.path.clone();
+        let synchronous = config.synchronous;
         let (writer, readers) = tokio::task::spawn_blocking(move || open_connections(&config))
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??;
         tracing::info!(path = %path.display(), readers = readers.len(), "sqlite store open");
+        let checkpointer = checkpoint::Checkpointer::start(&path, synchronous)?;
         Ok(Self {
             file_id: file_id(&path),
             path,
             writer: Writer::start(writer)?,
             readers: ReadPool::new(readers),
+            checkpointer: std::sync::Mutex::new(checkpointer),
         })
     }
 }
@@ -257,6 +262,10 @@ impl Store for SqliteStore {
     /// Readers first, so the writer's connection is the last one open: its
     /// close checkpoints the WAL into the database file.
     async fn close(&self) {
+        self.checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
         self.readers.close();
         self.writer.stop().await;
         tracing::info!(path = %self.path.display(), "sqlite store closed");
