@@ -22,7 +22,10 @@ fn every_scenario_delivers_everything_on_both_peers() {
         .arg(repo_root().join("bench/peers/socketio"))
         .status()
         .expect("run natter-bench");
-    assert!(status.success(), "natter-bench reported lost messages or failed runs");
+    assert!(
+        status.success(),
+        "natter-bench reported lost messages or failed runs"
+    );
 
     for scenario in ["idle", "fanout", "latency", "dm", "bigroom", "ramp"] {
         for peer in ["natter", "socketio"] {
@@ -30,11 +33,19 @@ fn every_scenario_delivers_everything_on_both_peers() {
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let result: serde_json::Value = serde_json::from_str(&text).expect("JSON result");
-            let count = |field: &str| result[field].as_u64().unwrap_or_else(|| panic!("{field} in {scenario}-{peer}"));
+            let count = |field: &str| {
+                result[field]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{field} in {scenario}-{peer}"))
+            };
             assert!(count("connections") > 0, "{scenario}-{peer} connected");
             if scenario != "idle" {
                 assert!(count("expected_deliveries") > 0, "{scenario}-{peer} sent");
-                assert_eq!(count("deliveries"), count("expected_deliveries"), "{scenario}-{peer}");
+                assert_eq!(
+                    count("deliveries"),
+                    count("expected_deliveries"),
+                    "{scenario}-{peer}"
+                );
                 assert_eq!(count("acks"), count("sends"), "{scenario}-{peer} acks");
             }
         }
