@@ -132,7 +132,14 @@ fn main() -> ExitCode {
         _ => "error",
     };
     init_logging(default_filter);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One worker per core this process may run on: tokio counts the
+    // machine's cores, which oversubscribes a process pinned with taskset.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
