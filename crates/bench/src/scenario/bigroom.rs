@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, Session, names};
+use super::{Context, SETTLE, Session, names};
 use crate::{recorder::latency, results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -46,9 +46,7 @@ impl BigRoom {
         let sender = vec![(members[0].clone(), "big".to_string())];
         let sent = session.drive(&sender, rate, duration, 100).await;
         let expected = sent * (self.members as u64 - 1);
-        session
-            .settle(expected, sent, Duration::from_secs(20))
-            .await;
+        session.settle(expected, sent, SETTLE).await;
         let cpu = session.server.cpu_seconds() - cpu_before;
         let mut result = session.result("bigroom", json!(self), duration);
         result.expected_deliveries = expected;

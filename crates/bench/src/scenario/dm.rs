@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, Session};
+use super::{Context, SETTLE, Session};
 use crate::{results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -50,7 +50,7 @@ impl Dm {
         session.collector.reset(start);
         let cpu_before = session.server.cpu_seconds();
         let sent = session.drive(&senders, self.rate, duration, 100).await;
-        session.settle(sent, sent, Duration::from_secs(10)).await;
+        session.settle(sent, sent, SETTLE).await;
         let cpu = session.server.cpu_seconds() - cpu_before;
         let mut result = session.result("dm", json!(self), duration);
         result.expected_deliveries = sent;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, Session, names};
+use super::{Context, SETTLE, Session, names};
 use crate::{results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -81,7 +81,7 @@ impl Fanout {
                 )
                 .await;
             session
-                .settle(sent * (self.size as u64 - 1), sent, Duration::from_secs(10))
+                .settle(sent * (self.size as u64 - 1), sent, SETTLE)
                 .await;
         }
         let duration = Duration::from_secs_f64(self.duration);
@@ -92,9 +92,7 @@ impl Fanout {
             .drive(&senders, self.rate, duration, self.message_size)
             .await;
         let expected = sent * (self.size as u64 - 1);
-        session
-            .settle(expected, sent, Duration::from_secs(10))
-            .await;
+        session.settle(expected, sent, SETTLE).await;
         let cpu = session.server.cpu_seconds() - cpu_before;
         let mut result = session.result(scenario, json!(self), duration);
         result.expected_deliveries = expected;

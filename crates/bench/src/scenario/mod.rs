@@ -40,6 +40,10 @@ pub struct Session {
     pub rss_before: u64,
 }
 
+/// How long a run waits for the last deliveries and acks after its last
+/// send: an overloaded server catches up late, which is latency, not loss.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 /// Connections opened at once while connecting.
 const CONNECT_CONCURRENCY: usize = 64;
 
