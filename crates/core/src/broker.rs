@@ -46,6 +46,9 @@ pub struct MessageTag {
     pub sender: UserId,
     /// When the message was committed (epoch µs), for fan-out latency.
     pub committed_at_us: i64,
+    /// Whether its deliveries are reported back to the sender: not in large
+    /// conversations, where every message would bring members-1 receipts.
+    pub receipt: bool,
 }
 
 /// The local end of fan-out: hands an event to this instance's connections.

@@ -179,9 +179,12 @@ pub trait Store: Send + Sync + 'static {
     /// error nothing is changed and the error names the offending entry.
     async fn import(&self, data: ImportData) -> Result<ImportReport, StoreError>;
 
-    /// Users who share at least one conversation with `user` (never `user`
-    /// itself), with their `last_seen`: one query, whatever their number.
-    async fn contacts_of(&self, user: &UserId) -> Result<Vec<User>, StoreError>;
+    /// Users who share with `user` at least one conversation of at most
+    /// `max_members` members (never `user` itself), with their `last_seen`:
+    /// one query, whatever their number. Larger conversations do not make
+    /// contacts: presence among N members costs N² events.
+    async fn contacts_of(&self, user: &UserId, max_members: usize)
+    -> Result<Vec<User>, StoreError>;
 
     /// One stored message by id.
     async fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError>;

@@ -108,6 +108,10 @@ struct ServeArgs {
     /// A typing indicator not renewed within this many ms ends by itself.
     #[arg(long, env = "TYPING_EXPIRY_MS", default_value_t = 6_000)]
     typing_expiry_ms: u64,
+    /// Conversations with more members get no delivery receipts, read
+    /// receipts only to the reader's devices, and no presence between members.
+    #[arg(long, env = "LARGE_CONVERSATION_MEMBERS", default_value_t = 100)]
+    large_conversation_members: usize,
     /// Clock skew tolerated on token expiry, in seconds.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
     jwt_leeway_secs: u64,
@@ -265,6 +269,7 @@ async fn run_server(
     config.typing_throttle = Duration::from_millis(args.typing_throttle_ms);
     config.typing_expiry = Duration::from_millis(args.typing_expiry_ms.max(10));
     config.jwt_leeway = Duration::from_secs(args.jwt_leeway_secs);
+    config.large_conversation = args.large_conversation_members;
     config.admin_token = args.admin_token.filter(|t| !t.is_empty());
     tracing::info!(address = %listener.local_addr()?, "natter listening");
     let broker: natter_server::BrokerFactory =

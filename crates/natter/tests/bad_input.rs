@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use natter_client::{Client, ErrorCode, ServerFrame, TokenVia};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{
@@ -157,18 +157,6 @@ async fn a_binary_frame_is_an_error_not_a_disconnect() {
 }
 
 /// Reads until the close frame; returns its code.
-async fn close_code(client: &mut Client) -> u16 {
-    loop {
-        let next = tokio::time::timeout(PATIENCE, client.socket().next())
-            .await
-            .expect("the server closes");
-        match next {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_frame_over_the_size_limit_closes_with_1009() {

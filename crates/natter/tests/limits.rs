@@ -5,10 +5,8 @@
 mod common;
 
 use common::*;
-use futures_util::StreamExt;
 use natter_client::{ErrorCode, ServerFrame};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn the_rate_limit_spans_all_of_a_users_connections() {
@@ -52,16 +50,7 @@ async fn a_user_over_the_connection_cap_loses_the_oldest_connection() {
     let mut first = server.connect("alice").await;
     let mut second = server.connect("alice").await;
     let mut third = server.connect("alice").await;
-    loop {
-        match first.socket().next().await {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                assert_eq!(u16::from(frame.code), 4008);
-                break;
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected close 4008, got {other:?}"),
-        }
-    }
+    assert_eq!(close_code(&mut first).await, 4008);
     for client in [&mut second, &mut third] {
         send(client, "team", "still connected").await;
     }
@@ -115,15 +104,5 @@ async fn a_stalled_reader_is_closed_with_1013_and_others_keep_receiving() {
     assert!(value("natter_outbox_queued_bytes ") <= (3 * 1024 * 1024) as f64);
 
     // When bob reads again he finds the close, after whatever the kernel held.
-    let code = loop {
-        match tokio::time::timeout(PATIENCE, bob.socket().next())
-            .await
-            .expect("bob's socket ends")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(code, 1013);
+    assert_eq!(close_code(&mut bob).await, 1013);
 }

@@ -6,30 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use natter_client::{Client, ServerFrame, TokenVia};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 fn token_for(user: &str, lifetime: Duration) -> String {
     let claims =
         json!({"sub": user, "exp": jsonwebtoken::get_current_timestamp() + lifetime.as_secs()});
     let key = EncodingKey::from_secret(SECRET).expect("key");
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
-}
-
-async fn close_code(client: &mut Client) -> u16 {
-    loop {
-        match tokio::time::timeout(PATIENCE, client.socket().next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
 }
 
 async fn start() -> TestServer {

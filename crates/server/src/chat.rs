@@ -96,6 +96,8 @@ pub struct Chat {
     broker: Arc<dyn Broker>,
     limits: Limits,
     sync_page: usize,
+    /// Above this many members, no receipts to others (see `Config`).
+    large_conversation: usize,
     /// Conversation members, loaded on first use, dropped on change.
     members: RwLock<HashMap<ConversationId, Arc<Members>>>,
     /// Bumped by every `forget_members`: a member list read from the store
@@ -124,6 +126,7 @@ impl Chat {
         let (commits, rx) = mpsc::channel(config.max_batch * 4);
         let receipts = receipts::start(store.clone(), broker.clone());
         let committer = Committer {
+            large_conversation: config.large_conversation,
             store: store.clone(),
             broker: broker.clone(),
             receipts: receipts.clone(),
@@ -135,6 +138,7 @@ impl Chat {
             broker,
             limits: config.limits.clone(),
             sync_page: config.sync_page,
+            large_conversation: config.large_conversation,
             members: RwLock::default(),
             members_changed: Default::default(),
             commits,
@@ -253,7 +257,11 @@ impl Chat {
                 replay: true,
             };
             // A replay has no fan-out latency to measure: committed_at 0.
-            let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0)));
+            let receipt = match self.members(&message.conversation).await {
+                Ok(members) => members.list.len() <= self.large_conversation,
+                Err(_) => false,
+            };
+            let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0, receipt)));
             if conn.outbox.push_when_room(item).await.is_err() {
                 return Ok(()); // the connection is closing
             }
@@ -355,6 +363,12 @@ impl Chat {
             return Ok(());
         }
         self.metrics.messages_read.inc();
+        // In a large conversation only the reader's devices hear of it.
+        let audience = if members.list.len() > self.large_conversation {
+            Arc::from([conn.user.clone()])
+        } else {
+            members.list.clone()
+        };
         let frame = ServerFrame::ReadReceipt {
             message_id: message.id.to_string(),
             conversation_id: message.conversation.to_string(),
@@ -362,7 +376,7 @@ impl Chat {
             read_at: time::iso8601(time::now_ms()),
         };
         self.broker.publish(Event {
-            audience: members.list.clone(),
+            audience,
             except_session: None,
             kind: EventKind::Durable,
             payload: json(&frame),
@@ -446,6 +460,8 @@ async fn expire_typing(chat: std::sync::Weak<Chat>, stop: CancellationToken) {
 /// The one place sends are committed: batch, commit, then publish and ack in
 /// commit order.
 struct Committer {
+    /// Above this many members, deliveries are not receipted.
+    large_conversation: usize,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     /// A sender has "received" their own message: it advances their
@@ -510,8 +526,11 @@ impl Committer {
             let message = appended.message;
             if !appended.duplicate {
                 self.metrics.messages_sent.inc();
-                let tag = Arc::new(tag(&message, time::now_us()));
-                self.receipts.report(&sender.user, vec![tag.clone()]);
+                let receipt = audience.len() <= self.large_conversation;
+                let tag = Arc::new(tag(&message, time::now_us(), receipt));
+                if receipt {
+                    self.receipts.report(&sender.user, vec![tag.clone()]);
+                }
                 self.broker.publish(Event {
                     audience,
                     except_session: Some(sender.session),
@@ -549,13 +568,14 @@ type Reply = (
     std::time::Instant,
 );
 
-fn tag(message: &StoredMessage, committed_at_us: i64) -> MessageTag {
+fn tag(message: &StoredMessage, committed_at_us: i64, receipt: bool) -> MessageTag {
     MessageTag {
         conversation: message.conversation.clone(),
         seq: message.seq,
         id: message.id.clone(),
         sender: message.sender.clone(),
         committed_at_us,
+        receipt,
     }
 }
 

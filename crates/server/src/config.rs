@@ -37,6 +37,10 @@ pub struct Config {
     pub typing_throttle: Duration,
     /// A typing indicator not renewed within this ends by itself.
     pub typing_expiry: Duration,
+    /// Conversations with more members than this skip what costs members²
+    /// events: delivery receipts, read receipts to others (the reader's own
+    /// devices still get theirs) and presence between their members.
+    pub large_conversation: usize,
     /// The credential of the admin HTTP endpoints (`Authorization: Bearer
     /// <token>`). None: the admin endpoints are off. Never printed.
     pub admin_token: Option<String>,
@@ -60,6 +64,7 @@ impl Config {
             presence_grace: Duration::from_secs(5),
             typing_throttle: Duration::from_secs(2),
             typing_expiry: Duration::from_secs(6),
+            large_conversation: 100,
             admin_token: None,
         }
     }
@@ -86,6 +91,7 @@ impl fmt::Debug for Config {
             .field("presence_grace", &self.presence_grace)
             .field("typing_throttle", &self.typing_throttle)
             .field("typing_expiry", &self.typing_expiry)
+            .field("large_conversation", &self.large_conversation)
             .finish()
     }
 }

@@ -90,6 +90,7 @@ pub async fn run(
         store.clone(),
         broker.clone(),
         config.presence_grace,
+        config.large_conversation,
         shutdown_started.clone(),
     );
     let app = Arc::new(App {

@@ -43,6 +43,7 @@ impl Presence {
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
         grace: Duration,
+        max_members: usize,
         stop: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -50,6 +51,7 @@ impl Presence {
             store,
             broker,
             grace,
+            max_members,
             online: HashSet::new(),
             leaving: HashMap::new(),
         };
@@ -70,6 +72,8 @@ struct Task {
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     grace: Duration,
+    /// Only conversations up to this size make contacts.
+    max_members: usize,
     /// Users with a connection here, or within their grace period.
     online: HashSet<UserId>,
     /// Users whose last connection closed, and when they go offline.
@@ -111,7 +115,7 @@ impl Task {
 
     /// One `presence_update` per contact, to the new connection only.
     async fn snapshot(&self, conn: &Connection) {
-        let contacts = match self.store.contacts_of(&conn.user).await {
+        let contacts = match self.store.contacts_of(&conn.user, self.max_members).await {
             Ok(contacts) => contacts,
             Err(e) => return tracing::warn!(error = %e, "cannot read contacts"),
         };
@@ -146,7 +150,7 @@ impl Task {
 
     /// Tells every contact: one query for the audience, one publish.
     async fn broadcast(&self, user: &UserId, offline_since: Option<i64>) {
-        let contacts = match self.store.contacts_of(user).await {
+        let contacts = match self.store.contacts_of(user, self.max_members).await {
             Ok(contacts) => contacts,
             Err(e) => return tracing::warn!(error = %e, "cannot read contacts"),
         };

@@ -221,6 +221,7 @@ mod tests {
             id: MessageId::new_unchecked(format!("m{seq}")),
             sender: UserId::new_unchecked("s"),
             committed_at_us: 0,
+            receipt: true,
         })
     }
 

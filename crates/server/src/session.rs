@@ -426,6 +426,7 @@ async fn write_loop(
                 let micros = (now - tag.committed_at_us).max(0) as u64;
                 Metrics::observe(&metrics.fanout_seconds, Duration::from_micros(micros));
             }
+            delivered.retain(|t| t.receipt);
             receipts.report(&conn.user, delivered);
         }
         if close.is_some() {

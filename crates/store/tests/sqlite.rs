@@ -688,7 +688,7 @@ async fn calls_after_close_are_unavailable() {
     );
     assert_eq!(store.sync(query_all("a")).await, Err(closed.clone()));
     assert_eq!(store.import(import_data()).await, Err(closed.clone()));
-    assert_eq!(store.contacts_of(&uid("a")).await, Err(closed.clone()));
+    assert_eq!(store.contacts_of(&uid("a"), 100).await, Err(closed.clone()));
     assert_eq!(
         store.history(&cid("ab"), None, 10).await,
         Err(closed.clone())
@@ -790,7 +790,7 @@ async fn contacts_of_lists_co_members_once() {
         .expect("create");
     store.set_last_seen(&uid("b"), 4242).await.expect("seen");
 
-    let contacts = store.contacts_of(&uid("a")).await.expect("contacts");
+    let contacts = store.contacts_of(&uid("a"), 100).await.expect("contacts");
     let b = store.user(&uid("b")).await.expect("user").expect("exists");
     let c = store.user(&uid("c")).await.expect("user").expect("exists");
     assert_eq!(contacts, [b.clone(), c]);
@@ -799,7 +799,7 @@ async fn contacts_of_lists_co_members_once() {
     assert_eq!(contacts[1].last_seen, None);
 
     let of_c: Vec<UserId> = store
-        .contacts_of(&uid("c"))
+        .contacts_of(&uid("c"), 100)
         .await
         .expect("contacts")
         .into_iter()
@@ -807,8 +807,33 @@ async fn contacts_of_lists_co_members_once() {
         .collect();
     assert_eq!(of_c, [uid("a"), uid("b")]);
     for lonely in ["d", "e", "ghost"] {
-        assert_eq!(store.contacts_of(&uid(lonely)).await, Ok(vec![]));
+        assert_eq!(store.contacts_of(&uid(lonely), 100).await, Ok(vec![]));
     }
+    // Conversations over the size limit make no contacts: with at most two
+    // members, c knows a and b only through the pairs ac and bc.
+    let small_only: Vec<UserId> = store
+        .contacts_of(&uid("c"), 2)
+        .await
+        .expect("contacts")
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(small_only, [uid("a"), uid("b")]);
+    store.add_user(new_user("f")).await.expect("add user");
+    store
+        .create_conversation(new_conv("big", &["a", "b", "c", "f"]))
+        .await
+        .expect("create");
+    let of_f = store.contacts_of(&uid("f"), 3).await.expect("contacts");
+    assert!(of_f.is_empty(), "f shares only a four-member conversation");
+    assert_eq!(
+        store
+            .contacts_of(&uid("f"), 4)
+            .await
+            .expect("contacts")
+            .len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -1220,7 +1245,7 @@ async fn migration_0002_applies_to_a_0001_database() {
         unread_shape(&summaries(&store, "a").await),
         [("ab".into(), 0, 1)]
     );
-    let contacts = store.contacts_of(&uid("b")).await.expect("contacts");
+    let contacts = store.contacts_of(&uid("b"), 100).await.expect("contacts");
     assert_eq!(contacts.len(), 1);
     assert_eq!(
         (contacts[0].name.as_deref(), contacts[0].last_seen),

@@ -82,6 +82,24 @@ pub async fn tcp_from(source: IpAddr, server: SocketAddr) -> std::io::Result<Tcp
     Ok(stream)
 }
 
+/// A WebSocket client connection from `source`, with the small buffers a
+/// generator holding thousands of connections needs.
+pub async fn websocket(
+    server: SocketAddr,
+    source: IpAddr,
+    url: String,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
+    use anyhow::Context;
+    let stream = tcp_from(source, server).await.context("tcp connect")?;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("websocket handshake")?;
+    Ok(socket)
+}
+
 /// The source address for the n-th connection.
 pub fn source_for(n: usize) -> IpAddr {
     IpAddr::from([127, 0, 0, (2 + n % 200) as u8])

@@ -5,12 +5,12 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{Command, Connection, Identity, tcp_from};
+use super::{Command, Connection, Identity, websocket};
 use crate::recorder::{Recorder, Sample, intended_in};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -21,15 +21,8 @@ pub async fn connect(
     source: IpAddr,
     recorder: Recorder,
 ) -> anyhow::Result<Connection> {
-    let stream = tcp_from(source, server).await.context("tcp connect")?;
     let url = format!("ws://{server}/ws?token={}", identity.token);
-    // Small buffers: the generator holds thousands of these.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-        .await
-        .context("websocket handshake")?;
+    let mut socket = websocket(server, source, url).await?;
     match socket.next().await {
         Some(Ok(Message::Text(text)))
             if text.starts_with("{\"type\":\"connection_established\"") => {}

@@ -16,9 +16,9 @@ use std::{
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{Command, Connection, Identity, tcp_from};
+use super::{Command, Connection, Identity, websocket};
 use crate::recorder::{Recorder, Sample, intended_in};
 
 /// Makes every `clientMessageId` unique across connections.
@@ -30,15 +30,8 @@ pub async fn connect(
     source: IpAddr,
     recorder: Recorder,
 ) -> anyhow::Result<Connection> {
-    let stream = tcp_from(source, server).await.context("tcp connect")?;
     let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
-    // Small buffers: the generator holds thousands of these.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-        .await
-        .context("websocket handshake")?;
+    let mut socket = websocket(server, source, url).await?;
     match socket.next().await {
         Some(Ok(Message::Text(text))) if text.starts_with('0') => {}
         other => bail!("no engine.io open packet: {other:?}"),

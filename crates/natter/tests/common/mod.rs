@@ -212,6 +212,22 @@ pub async fn next_error(client: &mut Client) -> (natter_client::ErrorCode, Optio
     }
 }
 
+/// Reads until the server's close frame and returns its code.
+pub async fn close_code(client: &mut Client) -> u16 {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let next = tokio::time::timeout(PATIENCE, client.socket().next())
+            .await
+            .expect("the server closes in time");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
 /// Path of the built `natter` binary.
 pub fn natter_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_natter"))

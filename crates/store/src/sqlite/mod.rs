@@ -169,9 +169,15 @@ impl Store for SqliteStore {
         self.writer.run(move |c| write::import(c, &data)).await
     }
 
-    async fn contacts_of(&self, user: &UserId) -> Result<Vec<User>, StoreError> {
+    async fn contacts_of(
+        &self,
+        user: &UserId,
+        max_members: usize,
+    ) -> Result<Vec<User>, StoreError> {
         let user = user.clone();
-        self.readers.run(move |c| read::contacts_of(c, &user)).await
+        self.readers
+            .run(move |c| read::contacts_of(c, &user, max_members))
+            .await
     }
 
     async fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {

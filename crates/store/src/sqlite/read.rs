@@ -178,17 +178,25 @@ fn messages_after(
 /// The users sharing a conversation with `user`, `user` excluded, sorted by
 /// id: one query, a self-join of `members` (the user's memberships by
 /// `members_by_user`, their co-members by the primary key).
-pub(crate) fn contacts_of(conn: &Connection, user: &UserId) -> Result<Vec<User>> {
+pub(crate) fn contacts_of(
+    conn: &Connection,
+    user: &UserId,
+    max_members: usize,
+) -> Result<Vec<User>> {
+    // The size check counts at most max_members + 1 rows per conversation.
     let users = conn
         .prepare_cached(
             "SELECT u.id, u.name, u.created_at, u.last_seen FROM users u
              WHERE u.id IN (SELECT DISTINCT other.user_id
                             FROM members me
                             JOIN members other ON other.conversation_id = me.conversation_id
-                            WHERE me.user_id = ?1 AND other.user_id <> ?1)
+                            WHERE me.user_id = ?1 AND other.user_id <> ?1
+                              AND (SELECT count(*) FROM (SELECT 1 FROM members size
+                                                         WHERE size.conversation_id = me.conversation_id
+                                                         LIMIT ?2 + 1)) <= ?2)
              ORDER BY u.id",
         )?
-        .query_map([user.as_str()], rows::user)?
+        .query_map(params![user.as_str(), max_members as i64], rows::user)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(users)
 }
