@@ -166,14 +166,14 @@ impl Decoder {
     ) -> Result<Option<Incoming>, DecodeError> {
         let (text, data) = match opcode {
             0x0 => {
-                let Some(f) = self.fragmented.as_mut() else {
+                let Some(mut f) = self.fragmented.take() else {
                     return Err(DecodeError::Protocol("continuation without a start"));
                 };
                 f.data.extend_from_slice(&payload);
                 if !fin {
+                    self.fragmented = Some(f);
                     return Ok(None);
                 }
-                let f = self.fragmented.take().expect("checked above");
                 (f.text, f.data)
             }
             0x1 | 0x2 => {
