@@ -78,3 +78,29 @@ async fn a_silent_connection_is_dropped() {
         "the server pinged"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_is_dropped() {
+    let server =
+        TestServer::start_with(|c| c.header_read_timeout = Duration::from_millis(200)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: slow")
+        .await
+        .expect("partial request");
+    let mut buf = [0u8; 1024];
+    let mut answered = Vec::new();
+    loop {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("the server gives up on the request")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        answered.extend_from_slice(&buf[..n]);
+    }
+    // Dropped (an error status at most), never upgraded.
+    assert!(!String::from_utf8_lossy(&answered).contains("101"));
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// How long a graceful shutdown may take before connections are cut.
     pub shutdown_deadline: Duration,
+    /// How long a client may take to send its HTTP request headers.
+    pub header_read_timeout: Duration,
     /// Connections one user may hold; one more closes the oldest (4008).
     pub max_connections_per_user: usize,
     /// How long after a user's last connection closes they go offline.
@@ -60,6 +62,7 @@ impl Config {
             rate_limit_per_minute: 60,
             rate_limit_burst: 10,
             shutdown_deadline: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             max_connections_per_user: 20,
             presence_grace: Duration::from_secs(5),
             typing_throttle: Duration::from_secs(2),

@@ -14,7 +14,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use natter_core::time;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -97,6 +100,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 pub async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    header_timeout: std::time::Duration,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -113,14 +117,29 @@ pub async fn accept_loop(
                 }
             },
         };
-        connections.spawn(serve_connection(stream, router.clone(), stop.clone()));
+        connections.spawn(serve_connection(
+            stream,
+            router.clone(),
+            header_timeout,
+            stop.clone(),
+        ));
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, stop: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(router);
+    // A client that opens a connection and never finishes its request
+    // headers is dropped instead of holding a file descriptor forever
+    // (hyper enforces this timeout only when given a timer).
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

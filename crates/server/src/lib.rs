@@ -128,6 +128,7 @@ pub async fn run(
     let accept = tokio::spawn(http::accept_loop(
         listener,
         http::router(app.clone()),
+        app.config.header_read_timeout,
         stop_http.clone(),
         http_connections.clone(),
     ));
