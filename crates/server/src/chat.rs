@@ -251,16 +251,25 @@ impl Chat {
                 limit: self.sync_page,
             })
             .await?;
+        // Whether replayed messages are receipted: once per conversation.
+        let mut receipted = HashMap::new();
         for message in &page.messages {
             let frame = ServerFrame::NewMessage {
                 message: wire(message),
                 replay: true,
             };
-            // A replay has no fan-out latency to measure: committed_at 0.
-            let receipt = match self.members(&message.conversation).await {
-                Ok(members) => members.list.len() <= self.large_conversation,
-                Err(_) => false,
+            let receipt = match receipted.get(&message.conversation) {
+                Some(receipt) => *receipt,
+                None => {
+                    let receipt = self
+                        .members(&message.conversation)
+                        .await
+                        .is_ok_and(|m| m.list.len() <= self.large_conversation);
+                    receipted.insert(message.conversation.clone(), receipt);
+                    receipt
+                }
             };
+            // A replay has no fan-out latency to measure: committed_at 0.
             let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0, receipt)));
             if conn.outbox.push_when_room(item).await.is_err() {
                 return Ok(()); // the connection is closing

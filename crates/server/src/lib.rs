@@ -105,20 +105,15 @@ pub async fn run(
         readers: TaskTracker::new(),
         shutdown: shutdown_started,
     });
+    // The checks over every connection: one task, two timers.
     tokio::spawn({
         let app = app.clone();
         async move {
-            app.hub
-                .expire_tokens(app.config.jwt_leeway, app.shutdown.clone())
-                .await
-        }
-    });
-    tokio::spawn({
-        let app = app.clone();
-        async move {
-            app.hub
-                .heartbeat(app.config.heartbeat, app.shutdown.clone())
-                .await
+            let stop = app.shutdown.clone();
+            tokio::join!(
+                app.hub.heartbeat(app.config.heartbeat, stop.clone()),
+                app.hub.expire_tokens(app.config.jwt_leeway, stop),
+            );
         }
     });
     // HTTP keeps being served while draining, so load balancers see /ready
