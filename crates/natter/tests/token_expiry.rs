@@ -17,6 +17,17 @@ fn token_for(user: &str, lifetime: Duration) -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
 }
 
+/// A connection whose token expires in a second.
+async fn connect_expiring(server: &TestServer, user: &str) -> Client {
+    Client::connect(
+        &server.url(),
+        &token_for(user, Duration::from_secs(1)),
+        TokenVia::Query,
+    )
+    .await
+    .expect("connect")
+}
+
 async fn start() -> TestServer {
     TestServer::start_with(|c| c.jwt_leeway = Duration::ZERO).await
 }
@@ -24,26 +35,14 @@ async fn start() -> TestServer {
 #[tokio::test]
 async fn an_expired_token_closes_the_connection_with_4001() {
     let server = start().await;
-    let mut alice = Client::connect(
-        &server.url(),
-        &token_for("alice", Duration::from_secs(1)),
-        TokenVia::Query,
-    )
-    .await
-    .expect("connect");
+    let mut alice = connect_expiring(&server, "alice").await;
     assert_eq!(close_code(&mut alice).await, 4001);
 }
 
 #[tokio::test]
 async fn refreshing_keeps_the_connection() {
     let server = start().await;
-    let mut alice = Client::connect(
-        &server.url(),
-        &token_for("alice", Duration::from_secs(1)),
-        TokenVia::Query,
-    )
-    .await
-    .expect("connect");
+    let mut alice = connect_expiring(&server, "alice").await;
     alice
         .send_json(&json!({"type": "refresh_token", "token": token_for("alice", Duration::from_secs(3600)), "requestId": "t"}))
         .await

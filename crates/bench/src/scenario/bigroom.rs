@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, SETTLE, Session, names};
+use super::{Context, Load, Session, names};
 use crate::{recorder::latency, results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -37,21 +37,17 @@ impl BigRoom {
             conversations: vec![("big".to_string(), members.clone())],
         };
         let mut session = Session::open(ctx, &fixture, &members).await?;
-        let start = session.recorder.now_us();
-        session.collector.reset(start);
+        // Kept across the measurement's reset: per message, its last recipient.
         session.collector.per_message = Some(Default::default());
-        let cpu_before = session.server.cpu_seconds();
-        let rate = 1000.0 / self.interval_ms.max(1) as f64;
-        let duration = Duration::from_millis(self.interval_ms * self.messages as u64);
         let sender = vec![(members[0].clone(), "big".to_string())];
-        let sent = session.drive(&sender, rate, duration, 100).await;
-        let expected = sent * (self.members as u64 - 1);
-        session.settle(expected, sent, SETTLE).await;
-        let cpu = session.server.cpu_seconds() - cpu_before;
-        let mut result = session.result("bigroom", json!(self), duration);
-        result.expected_deliveries = expected;
-        result.loss = expected.saturating_sub(result.deliveries);
-        result.server_cpu_s = cpu;
+        let load = Load {
+            targets: &sender,
+            rate: 1000.0 / self.interval_ms.max(1) as f64,
+            duration: Duration::from_millis(self.interval_ms * self.messages as u64),
+            size: 100,
+            recipients: self.members as u64 - 1,
+        };
+        let mut result = session.measure("bigroom", json!(self), &load).await;
         let mut last = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let complete = self.members as u64 - 1;
         for (count, max_latency) in session

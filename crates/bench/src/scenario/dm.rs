@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, SETTLE, Session};
+use super::{Context, Load, Session};
 use crate::{results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -45,17 +45,14 @@ impl Dm {
             senders.push((format!("d{p}b"), format!("d{p}")));
         }
         let mut session = Session::open(ctx, &fixture, &fixture.users).await?;
-        let duration = Duration::from_secs_f64(self.duration);
-        let start = session.recorder.now_us();
-        session.collector.reset(start);
-        let cpu_before = session.server.cpu_seconds();
-        let sent = session.drive(&senders, self.rate, duration, 100).await;
-        session.settle(sent, sent, SETTLE).await;
-        let cpu = session.server.cpu_seconds() - cpu_before;
-        let mut result = session.result("dm", json!(self), duration);
-        result.expected_deliveries = sent;
-        result.loss = sent.saturating_sub(result.deliveries);
-        result.server_cpu_s = cpu;
+        let load = Load {
+            targets: &senders,
+            rate: self.rate,
+            duration: Duration::from_secs_f64(self.duration),
+            size: 100,
+            recipients: 1,
+        };
+        let result = session.measure("dm", json!(self), &load).await;
         session.stop();
         Ok(result)
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, SETTLE, Session, names};
+use super::{Context, Load, Session, names};
 use crate::{results::RunResult, server::Fixture};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -71,33 +71,17 @@ impl Fanout {
     /// Drives the load on an open session and measures it.
     pub async fn load(&self, session: &mut Session, scenario: &str) -> RunResult {
         let (_, senders) = self.fixture();
+        let mut load = Load {
+            targets: &senders,
+            rate: self.rate,
+            duration: Duration::from_secs_f64(self.warmup),
+            size: self.message_size,
+            recipients: self.size as u64 - 1,
+        };
         if self.warmup > 0.0 {
-            let sent = session
-                .drive(
-                    &senders,
-                    self.rate,
-                    Duration::from_secs_f64(self.warmup),
-                    self.message_size,
-                )
-                .await;
-            session
-                .settle(sent * (self.size as u64 - 1), sent, SETTLE)
-                .await;
+            session.measure(scenario, json!(self), &load).await;
         }
-        let duration = Duration::from_secs_f64(self.duration);
-        let start = session.recorder.now_us();
-        session.collector.reset(start);
-        let cpu_before = session.server.cpu_seconds();
-        let sent = session
-            .drive(&senders, self.rate, duration, self.message_size)
-            .await;
-        let expected = sent * (self.size as u64 - 1);
-        session.settle(expected, sent, SETTLE).await;
-        let cpu = session.server.cpu_seconds() - cpu_before;
-        let mut result = session.result(scenario, json!(self), duration);
-        result.expected_deliveries = expected;
-        result.loss = expected.saturating_sub(result.deliveries);
-        result.server_cpu_s = cpu;
-        result
+        load.duration = Duration::from_secs_f64(self.duration);
+        session.measure(scenario, json!(self), &load).await
     }
 }

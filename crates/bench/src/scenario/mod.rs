@@ -160,6 +160,29 @@ impl Session {
             .await;
     }
 
+    /// Drives `load` from a fresh count and measures it: what arrived
+    /// against what was expected, latencies, and the server's CPU.
+    pub async fn measure(
+        &mut self,
+        scenario: &str,
+        config: serde_json::Value,
+        load: &Load<'_>,
+    ) -> RunResult {
+        let start = self.recorder.now_us();
+        self.collector.reset(start);
+        let cpu_before = self.server.cpu_seconds();
+        let sent = self
+            .drive(load.targets, load.rate, load.duration, load.size)
+            .await;
+        let expected = sent * load.recipients;
+        self.settle(expected, sent, SETTLE).await;
+        let mut result = self.result(scenario, config, load.duration);
+        result.server_cpu_s = self.server.cpu_seconds() - cpu_before;
+        result.expected_deliveries = expected;
+        result.loss = expected.saturating_sub(result.deliveries);
+        result
+    }
+
     /// The common part of a result.
     pub fn result(
         &self,
@@ -198,6 +221,17 @@ impl Session {
         }
         self.server.stop();
     }
+}
+
+/// An open-loop load: `rate` sends per second for `duration`, from
+/// (sender, conversation) `targets` in turn, each reaching `recipients`.
+pub struct Load<'a> {
+    pub targets: &'a [(String, String)],
+    pub rate: f64,
+    pub duration: Duration,
+    /// Bytes of content per message.
+    pub size: usize,
+    pub recipients: u64,
 }
 
 /// `prefix0`, `prefix1`, ...

@@ -37,17 +37,7 @@ impl TestServer {
                 .await
                 .expect("open store"),
         );
-        for user in USERS {
-            store
-                .add_user(NewUser {
-                    id: uid(user),
-                    name: None,
-                })
-                .await
-                .expect("add user");
-        }
-        create_conversation(&store, "team", &["alice", "bob", "carol"]).await;
-        create_conversation(&store, "pair", &["alice", "dave"]).await;
+        seed(&store).await;
         let mut config = natter_server::Config::new(SECRET);
         config.shutdown_deadline = Duration::from_secs(2);
         configure(&mut config);
@@ -326,6 +316,12 @@ pub async fn seed_database(path: &std::path::Path) {
         .await
         .expect("open");
     let store: Arc<dyn Store> = Arc::new(store);
+    seed(&store).await;
+    store.close().await;
+}
+
+/// The standard cast: USERS, `team` and `pair`.
+async fn seed(store: &Arc<dyn Store>) {
     for user in USERS {
         store
             .add_user(NewUser {
@@ -333,11 +329,10 @@ pub async fn seed_database(path: &std::path::Path) {
                 name: None,
             })
             .await
-            .expect("user");
+            .expect("add user");
     }
-    create_conversation(&store, "team", &["alice", "bob", "carol"]).await;
-    create_conversation(&store, "pair", &["alice", "dave"]).await;
-    store.close().await;
+    create_conversation(store, "team", &["alice", "bob", "carol"]).await;
+    create_conversation(store, "pair", &["alice", "dave"]).await;
 }
 
 /// One HTTP answer, read whole.
