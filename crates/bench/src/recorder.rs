@@ -12,9 +12,18 @@ use crate::results::{Latency, Second};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Sample {
-    Delivered { latency_us: u64, at_us: u64 },
-    Acked { latency_us: u64 },
-    Sent { at_us: u64 },
+    Delivered {
+        latency_us: u64,
+        at_us: u64,
+    },
+    Acked {
+        latency_us: u64,
+    },
+    /// A send left the generator at `at_us`, meant for `intended_us`.
+    Sent {
+        at_us: u64,
+        intended_us: u64,
+    },
     Receipt,
     Error,
 }
@@ -88,6 +97,9 @@ pub struct Collector {
     pub errors: u64,
     pub delivery: Histogram<u64>,
     pub ack: Histogram<u64>,
+    /// How late the generator itself wrote each send (actual - intended):
+    /// the part of every latency that is not the server's.
+    pub send_lag: Histogram<u64>,
     /// Load start (µs since origin); samples before it are not in the timeline.
     pub load_start_us: u64,
     seconds: Vec<(u64, u64, Histogram<u64>)>,
@@ -112,6 +124,7 @@ impl Collector {
             errors: 0,
             delivery: histogram(),
             ack: histogram(),
+            send_lag: histogram(),
             load_start_us: 0,
             seconds: Vec::new(),
             per_message: None,
@@ -169,8 +182,10 @@ impl Collector {
                 self.acks += 1;
                 self.ack.saturating_record(latency_us.max(1));
             }
-            Sample::Sent { at_us } => {
+            Sample::Sent { at_us, intended_us } => {
                 self.sends += 1;
+                self.send_lag
+                    .saturating_record(at_us.saturating_sub(intended_us).max(1));
                 if let Some(s) = self.second(at_us) {
                     s.0 += 1;
                 }

@@ -59,13 +59,16 @@ pub fn summary(results: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | peer | conns | sends | deliveries (lost) | deliveries/s | acks/s | delivery p50 / p99 / max ms | ack p99 ms | last member p99 ms | server CPU µs/delivery | µs/ack | RSS B/conn |"
+        "| scenario | peer | conns | sends | deliveries (lost) | deliveries/s | acks/s | delivery p50 / p99 / max ms | ack p99 ms | generator lag p99 ms | last member p99 ms | server CPU µs/delivery | µs/ack | RSS B/conn |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} ({}) | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} ({}) | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
             r.scenario,
             r.peer,
             r.connections,
@@ -78,6 +81,7 @@ pub fn summary(results: &[RunResult]) -> String {
             r.delivery.p99_ms,
             r.delivery.max_ms,
             r.ack.p99_ms,
+            r.send_lag.p99_ms,
             r.last_member
                 .as_ref()
                 .map(|l| format!("{:.2}", l.p99_ms))
@@ -95,7 +99,7 @@ pub fn summary(results: &[RunResult]) -> String {
         if let Some(max) = r.max_sustainable_deliveries_per_s {
             let _ = writeln!(
                 out,
-                "| ↳ max sustainable | {} | | | | {max:.0} | | | | | | | |",
+                "| ↳ max sustainable | {} | | | | {max:.0} | | | | | | | | |",
                 r.peer
             );
         }

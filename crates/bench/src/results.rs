@@ -55,6 +55,10 @@ pub struct RunResult {
     /// Per message, the latency of its last recipient (big rooms).
     pub last_member: Option<Latency>,
     pub ack: Latency,
+    /// How late the generator wrote its sends: included in `delivery` and
+    /// `ack`, but not the server's doing.
+    #[serde(default)]
+    pub send_lag: Latency,
     pub connect: Latency,
     /// CPU the server used during the load phase (user + system).
     pub server_cpu_s: f64,

@@ -129,24 +129,28 @@ impl Session {
     ) -> u64 {
         let total = (rate * duration.as_secs_f64()).round() as u64;
         let start = self.recorder.now_us();
-        let mut ticker = tokio::time::interval(Duration::from_millis(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let due = |k: u64| start + (k as f64 * 1e6 / rate) as u64;
         let mut sent = 0u64;
         while sent < total && !targets.is_empty() {
-            ticker.tick().await;
             let now = self.recorder.now_us();
-            while sent < total {
-                let due = start + (sent as f64 * 1e6 / rate) as u64;
-                if due > now {
-                    break;
-                }
+            while sent < total && due(sent) <= now {
                 let (user, conversation) = &targets[(sent % targets.len() as u64) as usize];
                 if let Some(connection) = self.connections.get(user) {
-                    connection.send(conversation, due, content(due, size));
+                    connection.send(conversation, due(sent), content(due(sent), size));
                 }
                 sent += 1;
             }
             self.collector.drain();
+            // tokio's timers tick in whole milliseconds: sleeping to the next
+            // due time would send up to a millisecond late, and that lag
+            // would count as the server's latency. Close to it, yield instead
+            // (the other tasks, the connections, run meanwhile).
+            let wait = due(sent).saturating_sub(self.recorder.now_us());
+            if wait > 2_000 {
+                tokio::time::sleep(Duration::from_micros(wait - 1_500)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
         }
         sent
     }
@@ -206,6 +210,7 @@ impl Session {
             acks_per_s: c.acks as f64 / seconds,
             delivery: latency(&c.delivery),
             ack: latency(&c.ack),
+            send_lag: latency(&c.send_lag),
             connect: latency(&self.connect),
             server_rss_kib_before: self.rss_before,
             server_rss_kib_after: self.server.rss_kib(),

@@ -39,7 +39,7 @@ pub async fn connect(
                         let frame = format!(
                             r#"{{"type":"send_message","conversationId":"{conversation}","content":"{content}","clientMessageId":"{intended_us}-{id}"}}"#
                         );
-                        recorder.record(Sample::Sent { at_us: recorder.now_us() });
+                        recorder.record(Sample::Sent { at_us: recorder.now_us(), intended_us });
                         if sink.send(Message::text(frame)).await.is_err() {
                             recorder.record(Sample::Error);
                             return;

@@ -77,7 +77,7 @@ pub async fn connect(
                             recorder.record(Sample::Error);
                             continue;
                         };
-                        recorder.record(Sample::Sent { at_us: recorder.now_us() });
+                        recorder.record(Sample::Sent { at_us: recorder.now_us(), intended_us });
                         pending.insert(ack, intended_us);
                         if sink.send(Message::text(frame)).await.is_err() {
                             recorder.record(Sample::Error);
