@@ -23,8 +23,12 @@ use rusqlite::Connection;
 
 use super::{config::Synchronous, connect, error::Result};
 
-/// How often the log is checkpointed.
-const EVERY: Duration = Duration::from_millis(250);
+/// How often the log is checkpointed. Often, so that each checkpoint's
+/// fsync of the database file is small: a large one delays the log fsync of
+/// the commits running beside it (the disk serves both). At 2,000 sends/s,
+/// every 250 ms gave a send-to-delivery p99 of 7-8 ms, every 20 ms about 5.
+/// A checkpoint with nothing to copy costs next to nothing.
+const EVERY: Duration = Duration::from_millis(20);
 /// A log this many pages long (~256 MiB) is checkpointed even if the writer
 /// must wait for it.
 const FORCE_PAGES: i64 = 65_536;
