@@ -22,6 +22,7 @@ use natter_core::{
 use rusqlite::Connection;
 
 pub use config::{SqliteConfig, Synchronous, parse_sqlite_url};
+use std::sync::PoisonError;
 use workers::{ReadPool, Writer};
 
 /// natter's store in an embedded SQLite database (WAL mode).
@@ -37,6 +38,9 @@ pub struct SqliteStore {
     /// notice that the database is gone.
     file_id: Option<FileId>,
     writer: Writer,
+    /// Each conversation's newest `seq`, used only on the writer thread (the
+    /// lock is never contended): one read fewer per send.
+    last_seqs: Arc<std::sync::Mutex<write::LastSeqs>>,
     readers: Arc<ReadPool>,
     checkpointer: std::sync::Mutex<checkpoint::Checkpointer>,
 }
@@ -74,6 +78,7 @@ impl SqliteStore {
             file_id: file_id(&path),
             path,
             writer: Writer::start(writer)?,
+            last_seqs: Arc::default(),
             readers: ReadPool::new(readers),
             checkpointer: std::sync::Mutex::new(checkpointer),
         })
@@ -158,7 +163,13 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.writer.run(move |c| write::append(c, batch)).await
+        let last_seqs = self.last_seqs.clone();
+        self.writer
+            .run(move |c| {
+                let mut last_seqs = last_seqs.lock().unwrap_or_else(PoisonError::into_inner);
+                write::append(c, &mut last_seqs, batch)
+            })
+            .await
     }
 
     async fn sync(&self, query: SyncQuery) -> Result<SyncPage, StoreError> {

@@ -20,46 +20,87 @@ use super::{
 /// One send's outcome, or `Err` for a database failure that fails the batch.
 type Outcome = Result<Result<Appended, StoreError>>;
 
+/// The newest `seq` of each conversation sends went to, as committed.
+///
+/// Only the writer thread assigns `seq`, and conversations are never
+/// deleted, so this saves a read per send. It is updated after a commit
+/// succeeds, never from a transaction that may yet roll back.
+#[derive(Debug, Default)]
+pub(crate) struct LastSeqs(HashMap<ConversationId, i64>);
+
+impl LastSeqs {
+    /// Past this many conversations the cache starts over, bounding memory.
+    const MAX: usize = 100_000;
+
+    fn merge(&mut self, batch: HashMap<ConversationId, i64>) {
+        if self.0.len() + batch.len() > Self::MAX {
+            self.0.clear();
+        }
+        self.0.extend(batch);
+    }
+}
+
 /// Commits a batch of sends in one transaction; see `Store::append`.
 pub(crate) fn append(
     conn: &mut Connection,
+    committed: &mut LastSeqs,
     batch: Vec<NewMessage>,
 ) -> Result<Vec<Result<Appended, StoreError>>> {
     let tx = immediate(conn)?;
+    // The newest seq of each conversation in this batch, not yet committed.
+    let mut seqs = HashMap::new();
     let outcomes = batch
         .into_iter()
-        .map(|m| append_one(&tx, m))
+        .map(|m| append_one(&tx, committed, &mut seqs, m))
         .collect::<Result<Vec<_>>>()?;
+    for (conversation, seq) in &seqs {
+        tx.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?
+            .execute(params![conversation.as_str(), seq])?;
+    }
     tx.commit()?;
+    committed.merge(seqs);
     Ok(outcomes)
 }
 
 /// One send inside the batch's transaction. A duplicate earlier in the same
 /// batch is found too, since this transaction sees its own inserts.
-fn append_one(tx: &Connection, m: NewMessage) -> Outcome {
-    if let Some(message) = stored_duplicate(tx, &m)? {
-        return Ok(Ok(Appended {
-            message,
-            duplicate: true,
-        }));
-    }
-    let Some(last_seq) = last_seq(tx, &m.conversation)? else {
-        return Ok(Err(StoreError::NotFound(format!(
-            "conversation {}",
-            m.conversation
-        ))));
+fn append_one(
+    tx: &Connection,
+    committed: &LastSeqs,
+    seqs: &mut HashMap<ConversationId, i64>,
+    m: NewMessage,
+) -> Outcome {
+    let last_seq = match seqs
+        .get(&m.conversation)
+        .or(committed.0.get(&m.conversation))
+    {
+        Some(seq) => *seq,
+        None => match stored_last_seq(tx, &m.conversation)? {
+            Some(seq) => seq,
+            None => {
+                let what = format!("conversation {}", m.conversation);
+                return Ok(Err(StoreError::NotFound(what)));
+            }
+        },
     };
     let seq = last_seq + 1;
-    // Insert before bumping `last_seq`: a refused insert then leaves no gap.
-    if let Err(e) = insert_message(tx, &m, seq) {
-        return if is_foreign_key_violation(&e) {
-            Ok(Err(StoreError::UnknownUser(m.sender)))
-        } else {
-            Err(e.into())
-        };
+    match insert_message(tx, &m, seq) {
+        Ok(1) => {}
+        // The (conversation, sender, client_message_id) is taken: a retry.
+        Ok(_) => {
+            let message =
+                stored_duplicate(tx, &m)?.ok_or_else(|| rusqlite::Error::QueryReturnedNoRows)?;
+            return Ok(Ok(Appended {
+                message,
+                duplicate: true,
+            }));
+        }
+        Err(e) if is_foreign_key_violation(&e) => {
+            return Ok(Err(StoreError::UnknownUser(m.sender)));
+        }
+        Err(e) => return Err(e.into()),
     }
-    tx.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?
-        .execute(params![m.conversation.as_str(), seq])?;
+    seqs.insert(m.conversation.clone(), seq);
     Ok(Ok(Appended {
         message: stored(m, seq),
         duplicate: false,
@@ -86,8 +127,9 @@ fn stored_duplicate(tx: &Connection, m: &NewMessage) -> Result<Option<StoredMess
     Ok(found)
 }
 
-/// The conversation's newest `seq`, or `None` if it does not exist.
-fn last_seq(tx: &Connection, conversation: &ConversationId) -> Result<Option<i64>> {
+/// The conversation's newest `seq` in the database, or `None` if it does
+/// not exist.
+fn stored_last_seq(tx: &Connection, conversation: &ConversationId) -> Result<Option<i64>> {
     let seq = tx
         .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?
         .query_row([conversation.as_str()], |r| r.get(0))
@@ -95,11 +137,13 @@ fn last_seq(tx: &Connection, conversation: &ConversationId) -> Result<Option<i64
     Ok(seq)
 }
 
+/// Inserts unless the send's client id is taken; the rows inserted (0 or 1).
 fn insert_message(tx: &Connection, m: &NewMessage, seq: i64) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "INSERT INTO messages (id, conversation_id, seq, sender, content, content_type,
                                client_message_id, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (conversation_id, sender, client_message_id) DO NOTHING",
     )?
     .execute(params![
         m.id.as_str(),
