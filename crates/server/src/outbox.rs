@@ -31,6 +31,17 @@ pub enum Outgoing {
     Pong(Vec<u8>),
 }
 
+impl Outgoing {
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Self::Text(b) | Self::Message(b, _) => b.len(),
+            Self::Ping => 0,
+            Self::Pong(p) => p.len(),
+        }
+    }
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -114,11 +125,7 @@ impl Outbox {
     /// Queues a frame. Ephemeral events are dropped, silently, once the queue
     /// is half full; anything else past the limit closes the connection.
     pub fn push(&self, item: Outgoing, kind: EventKind) -> Result<(), PushError> {
-        let size = match &item {
-            Outgoing::Text(b) | Outgoing::Message(b, _) => b.len(),
-            Outgoing::Ping => 0,
-            Outgoing::Pong(p) => p.len(),
-        };
+        let size = item.payload_len();
         let mut state = self.lock();
         if state.close.is_some() {
             return Err(PushError::Closed);
@@ -158,10 +165,7 @@ impl Outbox {
             if state.close.is_some() {
                 return Poll::Ready(Err(PushError::Closed));
             }
-            let size = match &item {
-                Some(Outgoing::Text(b) | Outgoing::Message(b, _)) => b.len(),
-                _ => 0,
-            };
+            let size = item.as_ref().map_or(0, Outgoing::payload_len);
             if state.bytes + size > self.max_bytes / 2 && !state.queue.is_empty() {
                 state.reader_wants_room = true;
                 return Poll::Pending;
