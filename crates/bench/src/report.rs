@@ -104,6 +104,15 @@ pub fn summary(results: &[RunResult]) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "\nWhere the server's CPU went, per thread (µs per acked send; threads under 2 % left out):\n"
+    );
+    let _ = writeln!(out, "| scenario | peer | threads |");
+    let _ = writeln!(out, "|---|---|---|");
+    for r in results.iter().filter(|r| r.acks > 0) {
+        let _ = writeln!(out, "| {} | {} | {} |", r.scenario, r.peer, by_thread(r));
+    }
     let mut by_scenario: BTreeMap<&str, BTreeMap<&str, &RunResult>> = BTreeMap::new();
     for r in results {
         by_scenario
@@ -149,4 +158,25 @@ pub fn summary(results: &[RunResult]) -> String {
         );
     }
     out
+}
+
+/// `name µs, ...` per acked send for the threads that used at least 2 % of
+/// the run's server CPU, busiest first.
+fn by_thread(r: &RunResult) -> String {
+    let total: f64 = r.server_cpu_by_thread.values().sum();
+    let mut threads: Vec<(&String, &f64)> = r
+        .server_cpu_by_thread
+        .iter()
+        .filter(|(_, s)| total > 0.0 && **s / total >= 0.02)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(a.1));
+    let parts: Vec<String> = threads
+        .iter()
+        .map(|(name, s)| format!("{name} {:.1}", **s * 1e6 / r.acks.max(1) as f64))
+        .collect();
+    if parts.is_empty() {
+        "–".into()
+    } else {
+        parts.join(", ")
+    }
 }

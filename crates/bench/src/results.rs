@@ -62,6 +62,9 @@ pub struct RunResult {
     pub connect: Latency,
     /// CPU the server used during the load phase (user + system).
     pub server_cpu_s: f64,
+    /// The same, per server thread name (threads of one name summed).
+    #[serde(default)]
+    pub server_cpu_by_thread: std::collections::BTreeMap<String, f64>,
     pub server_rss_kib_before: u64,
     pub server_rss_kib_after: u64,
     /// (RSS after - before) / connections, for idle runs.

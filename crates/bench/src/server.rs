@@ -3,6 +3,7 @@
 //! the same data), pinned to its core, and observed through `/proc`.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -156,17 +157,25 @@ impl Server {
     pub fn cpu_seconds(&self) -> f64 {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may contain spaces).
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
+        stat_cpu(&stat).map_or(0.0, |(_, seconds)| seconds)
+    }
+
+    /// CPU seconds so far per thread name (threads of one name summed),
+    /// from `/proc/<pid>/task/*/stat`: which part of the server a run's CPU
+    /// went to (for natter: the tokio workers, the SQLite writer, the
+    /// checkpointer).
+    pub fn cpu_seconds_by_thread(&self) -> BTreeMap<String, f64> {
+        let mut by_name = BTreeMap::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return by_name;
         };
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            if let Some((name, seconds)) = stat_cpu(&stat) {
+                *by_name.entry(name).or_insert(0.0) += seconds;
+            }
+        }
+        by_name
     }
 
     pub fn stop(mut self) {
@@ -189,6 +198,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The command name and user + system CPU seconds of a `/proc/.../stat`
+/// line.
+fn stat_cpu(stat: &str) -> Option<(String, f64)> {
+    let (head, after) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    // Fields after the command name (which may contain spaces): utime and
+    // stime are fields 14 and 15 of the whole line, 11 and 12 here.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((name, (ticks(11)? + ticks(12)?) / clock_ticks_per_second()))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -217,4 +238,18 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_threads_name_and_cpu_from_its_stat_line() {
+        let line = "42 (natter-sqlite-w) S 1 42 42 0 -1 4194560 9 0 0 0 150 50 0 0 20 0 9 0 7 0 0";
+        let (name, seconds) = stat_cpu(line).expect("a valid line");
+        assert_eq!(name, "natter-sqlite-w");
+        assert!((seconds - 200.0 / clock_ticks_per_second()).abs() < 1e-9);
+        assert_eq!(stat_cpu("garbage"), None);
+    }
 }

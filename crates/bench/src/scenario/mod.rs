@@ -175,6 +175,7 @@ impl Session {
         let start = self.recorder.now_us();
         self.collector.reset(start);
         let cpu_before = self.server.cpu_seconds();
+        let threads_before = self.server.cpu_seconds_by_thread();
         let sent = self
             .drive(load.targets, load.rate, load.duration, load.size)
             .await;
@@ -182,6 +183,15 @@ impl Session {
         self.settle(expected, sent, SETTLE).await;
         let mut result = self.result(scenario, config, load.duration);
         result.server_cpu_s = self.server.cpu_seconds() - cpu_before;
+        result.server_cpu_by_thread = self
+            .server
+            .cpu_seconds_by_thread()
+            .into_iter()
+            .map(|(name, after)| {
+                let before = threads_before.get(&name).copied().unwrap_or(0.0);
+                (name, after - before)
+            })
+            .collect();
         result.expected_deliveries = expected;
         result.loss = expected.saturating_sub(result.deliveries);
         result
