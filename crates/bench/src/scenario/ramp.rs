@@ -1,6 +1,12 @@
 //! `ramp`: the fan-out load raised step by step until p99 delivery latency
 //! passes a bound or messages go missing; the last step that held is the
 //! maximum sustainable rate.
+//!
+//! A step that fails is run once more and fails the ramp only if it fails
+//! again: on a shared machine one stall of the disk or the hypervisor ends
+//! a step. Without the second chance, runs of one build ended anywhere
+//! between 55,000 and 69,000 deliveries/s, and of the build before between
+//! 22,500 and 85,800. Both runs of a step are in the timeline.
 
 use serde_json::json;
 
@@ -24,7 +30,7 @@ pub struct Ramp {
     /// Seconds per step.
     #[arg(long, default_value_t = 5.0)]
     pub step_seconds: f64,
-    /// Steps at most.
+    /// Steps at most (not counting second chances).
     #[arg(long, default_value_t = 16)]
     pub max_steps: usize,
     /// The p99 delivery latency bound, in milliseconds.
@@ -59,10 +65,12 @@ impl Ramp {
         let mut best: Option<RunResult> = None;
         let mut first_failure: Option<RunResult> = None;
         let mut steps = Vec::new();
-        for i in 0..self.max_steps {
+        let mut second_chance = true;
+        let mut held_steps = 0;
+        while held_steps < self.max_steps {
             let result = step.load(&mut session, "ramp").await;
             steps.push(Second {
-                t: i as u32,
+                t: steps.len() as u32,
                 sends: result.sends,
                 deliveries: result.deliveries,
                 p50_ms: result.delivery.p50_ms,
@@ -71,9 +79,14 @@ impl Ramp {
             });
             let held = result.loss == 0 && result.delivery.p99_ms <= self.bound_ms;
             if !held {
+                if std::mem::take(&mut second_chance) {
+                    continue;
+                }
                 first_failure = Some(result);
                 break;
             }
+            second_chance = true;
+            held_steps += 1;
             best = Some(result);
             step.rate *= self.factor;
         }
