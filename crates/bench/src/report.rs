@@ -92,9 +92,14 @@ pub fn summary(results: &[RunResult]) -> String {
             r.cpu_us_per_ack()
                 .map(|c| format!("{c:.2}"))
                 .unwrap_or_else(|| "–".into()),
-            r.rss_per_connection_bytes
-                .map(|b| format!("{b:.0}"))
-                .unwrap_or_else(|| "–".into()),
+            match (
+                r.rss_per_connection_bytes,
+                r.rss_marginal_per_connection_bytes
+            ) {
+                (Some(b), Some(m)) => format!("{b:.0} (marginal {m:.0})"),
+                (Some(b), None) => format!("{b:.0}"),
+                _ => "–".into(),
+            },
         );
         if let Some(max) = r.max_sustainable_deliveries_per_s {
             let _ = writeln!(

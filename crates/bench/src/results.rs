@@ -69,6 +69,12 @@ pub struct RunResult {
     pub server_rss_kib_after: u64,
     /// (RSS after - before) / connections, for idle runs.
     pub rss_per_connection_bytes: Option<f64>,
+    /// The RSS growth per connection over the second half of the
+    /// connections, for idle runs: without what the first connections
+    /// cost once (thread stacks, database caches), so it is what each
+    /// further connection costs.
+    #[serde(default)]
+    pub rss_marginal_per_connection_bytes: Option<f64>,
     /// For ramp runs: the highest step that met the bound without loss.
     pub max_sustainable_deliveries_per_s: Option<f64>,
     pub timeline: Vec<Second>,
