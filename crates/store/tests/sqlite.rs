@@ -164,6 +164,24 @@ async fn append_assigns_gapless_seq_across_batches() {
 }
 
 #[tokio::test]
+async fn seq_continues_from_the_database_after_reopen() {
+    // The writer remembers each conversation's last seq; a new store
+    // remembers nothing and must read where the last one stopped.
+    let (dir, store) = fixture().await;
+    assert_eq!(send_many(&store, "ab", "a", 3).await, vec![1, 2, 3]);
+    store.close().await;
+    let store = open(&dir).await;
+    assert_eq!(send_many(&store, "ab", "b", 2).await, vec![4, 5]);
+    let info = store
+        .conversation(&cid("ab"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(info.last_seq, 5);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn concurrent_appends_get_every_seq_once() {
     let (dir, store) = fixture().await;
     let store = Arc::new(store);

@@ -9,7 +9,11 @@ mod rows;
 mod workers;
 mod write;
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use async_trait::async_trait;
 use natter_core::{
@@ -22,7 +26,6 @@ use natter_core::{
 use rusqlite::Connection;
 
 pub use config::{SqliteConfig, Synchronous, parse_sqlite_url};
-use std::sync::PoisonError;
 use workers::{ReadPool, Writer};
 
 /// natter's store in an embedded SQLite database (WAL mode).
@@ -40,9 +43,9 @@ pub struct SqliteStore {
     writer: Writer,
     /// Each conversation's newest `seq`, used only on the writer thread (the
     /// lock is never contended): one read fewer per send.
-    last_seqs: Arc<std::sync::Mutex<write::LastSeqs>>,
+    last_seqs: Arc<Mutex<write::LastSeqs>>,
     readers: Arc<ReadPool>,
-    checkpointer: std::sync::Mutex<checkpoint::Checkpointer>,
+    checkpointer: Mutex<checkpoint::Checkpointer>,
 }
 
 /// What identifies a file on disk.
@@ -80,7 +83,7 @@ impl SqliteStore {
             writer: Writer::start(writer)?,
             last_seqs: Arc::default(),
             readers: ReadPool::new(readers),
-            checkpointer: std::sync::Mutex::new(checkpointer),
+            checkpointer: Mutex::new(checkpointer),
         })
     }
 }

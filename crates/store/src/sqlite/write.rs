@@ -100,6 +100,7 @@ fn append_one(
         }
         Err(e) => return Err(e.into()),
     }
+    // Only a stored message takes its seq: a refused one leaves no gap.
     seqs.insert(m.conversation.clone(), seq);
     Ok(Ok(Appended {
         message: stored(m, seq),
