@@ -252,7 +252,7 @@ impl Reader {
             // The scratch buffer lives on the stack only for this synchronous
             // block, so an idle connection's task holds no read buffer.
             let mut scratch = [0u8; 16 * 1024];
-            match self.stream.try_read(&mut scratch) {
+            match read_some(&self.stream, &mut scratch) {
                 Ok(0) => return ReadEnd::Gone,
                 Ok(n) => {
                     if let Err(e) = self.decoder.feed(&scratch[..n], &mut self.incoming) {
@@ -432,6 +432,28 @@ async fn write_loop(
         if close.is_some() {
             return;
         }
+    }
+}
+
+/// Reads what the socket holds into `buf`, like `try_read`. A read that
+/// does not fill `buf` has drained the socket (the kernel signals new data
+/// afresh), so it also clears the socket's readiness: otherwise the next
+/// wait returns at once and a second `recv` finds nothing, one wasted
+/// syscall per request. `try_io` clears readiness only on `WouldBlock`,
+/// hence the short read is reported to it as one and its count kept here.
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let capacity = buf.len();
+    let mut read = 0;
+    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+        read = stream.try_read(buf)?;
+        if read > 0 && read < capacity {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(read)
+    });
+    match outcome {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        other => other,
     }
 }
 
