@@ -412,9 +412,22 @@ async fn write_loop(
         {
             ws::encode_close(close.code, close.reason, &mut buf);
         }
-        // Boxed for the same reason as request handling: the write's state
-        // (with its stall timer) exists only while there is something to write.
-        if !buf.is_empty() && Box::pin(write_all(&stream, &buf)).await.is_err() {
+        // Usually the socket takes everything at once. Only the rest of a
+        // write it refused waits, in a boxed future (for the same reason as
+        // request handling: that state, with its stall timer, exists only
+        // while a write waits).
+        let mut rest = &buf[..];
+        if !rest.is_empty() {
+            match stream.try_write(rest) {
+                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    conn.outbox.close(Close::ABANDON);
+                    return;
+                }
+            }
+        }
+        if !rest.is_empty() && Box::pin(write_all(&stream, rest)).await.is_err() {
             conn.outbox.close(Close::ABANDON);
             return;
         }
