@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 use natter_core::{StoreError, time::now_ms};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{config::Synchronous, error::Result};
+use super::{config::Synchronous, error::Result, vfs};
 
 /// The schema, one step per file, applied in order and never edited once
 /// released: a change is a new file.
@@ -36,7 +36,13 @@ const STATEMENT_CACHE: usize = 64;
 /// Opens (creating if missing) the one read-write connection and brings the
 /// schema up to date.
 pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = if sync == Synchronous::Full && vfs::register() {
+        // Gathers each commit's WAL writes into one `pwrite`; sound only
+        // when every commit syncs the log (see `vfs`).
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::NAME)?
+    } else {
+        Connection::open(path)?
+    };
     // Takes effect only on a new, empty database (before WAL is set).
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;

@@ -6,6 +6,7 @@ mod connect;
 mod error;
 mod read;
 mod rows;
+mod vfs;
 mod workers;
 mod write;
 
