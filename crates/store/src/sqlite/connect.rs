@@ -21,11 +21,23 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// latency went from 14-29 ms to 8-9 ms at 2,000 sends/s on this machine.
 const PAGE_SIZE: i64 = 1024;
 
-/// The writer's page cache. Sends to many conversations touch one leaf page
-/// per conversation in each message index; with SQLite's default 2 MiB a
-/// busy writer spent a fifth of its time re-reading and spilling pages
-/// (seen with perf in `natter-bench dm`).
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// The writer's page cache, by database size. Sends to many conversations
+/// touch one leaf page per conversation in each message index; with SQLite's
+/// default 2 MiB a busy writer spent a fifth of its time re-reading and
+/// spilling pages (seen with perf in `natter-bench dm`). But while the
+/// database is under 1 GiB (below SQLite's lock page), every commit in which
+/// a b-tree split reorders pages ends with a scan of the whole page-cache
+/// hash table (`balance_nonroot` parks a page past the lock page, and the
+/// cache is then truncated back to the database size). The scan grows with
+/// the pages cached: in `natter-bench dm` at 12,000 sends/s (168,000
+/// messages), 8 MiB instead of 64 MiB took 10 % off the writer's CPU. So a
+/// small database gets a small cache (the OS caches its file anyway) and a
+/// large one, which never scans, a large cache.
+const SMALL_DB_CACHE_KIB: i64 = 8 * 1024;
+const LARGE_DB_CACHE_KIB: i64 = 64 * 1024;
+
+/// Where SQLite's lock page is, and the scan above stops: 1 GiB.
+const LARGE_DB_BYTES: i64 = 1 << 30;
 
 /// After a checkpoint, truncate a WAL that grew past this many bytes.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -54,13 +66,30 @@ pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> 
         return Err(StoreError::Unavailable(msg).into());
     }
     configure(&conn, sync)?;
-    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    fit_writer_cache(&conn)?;
     // Checkpoints happen on their own thread (see `checkpoint`), never in a
     // commit of the writer.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Sizes the writer's page cache for the database's size (see
+/// [`SMALL_DB_CACHE_KIB`]); the writer calls it again as the file grows.
+pub(crate) fn fit_writer_cache(conn: &Connection) -> rusqlite::Result<()> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let kib = writer_cache_kib(pages.saturating_mul(page_size));
+    conn.pragma_update(None, "cache_size", -kib)
+}
+
+fn writer_cache_kib(database_bytes: i64) -> i64 {
+    if database_bytes >= LARGE_DB_BYTES {
+        LARGE_DB_CACHE_KIB
+    } else {
+        SMALL_DB_CACHE_KIB
+    }
 }
 
 /// Opens the connection that checkpoints the WAL; the writer must have
@@ -147,4 +176,26 @@ fn apply(conn: &mut Connection, version: i64, sql: &str) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_cache_grows_once_the_database_passes_the_lock_page() {
+        assert_eq!(writer_cache_kib(0), SMALL_DB_CACHE_KIB);
+        assert_eq!(writer_cache_kib(LARGE_DB_BYTES - 1), SMALL_DB_CACHE_KIB);
+        assert_eq!(writer_cache_kib(LARGE_DB_BYTES), LARGE_DB_CACHE_KIB);
+    }
+
+    #[test]
+    fn a_new_database_opens_with_the_small_writer_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_writer(&dir.path().join("t.db"), Synchronous::Full).expect("open");
+        let cache: i64 = conn
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .expect("cache_size");
+        assert_eq!(cache, -SMALL_DB_CACHE_KIB);
+    }
 }

@@ -15,7 +15,10 @@ use natter_core::StoreError;
 use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::error::{Result, closed};
+use super::{
+    connect,
+    error::{Result, closed},
+};
 
 /// Work for the writer thread. It sends its own answer back.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -76,10 +79,21 @@ impl Writer {
     }
 }
 
+/// How many jobs pass between two fittings of the writer's cache to the
+/// database's size.
+const JOBS_PER_CACHE_FIT: u64 = 4096;
+
 /// The writer thread: jobs until every sender is gone, then a clean close.
 fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>) {
+    let mut jobs: u64 = 0;
     while let Ok(job) = queue.recv() {
         job(&mut conn);
+        jobs += 1;
+        if jobs.is_multiple_of(JOBS_PER_CACHE_FIT)
+            && let Err(e) = connect::fit_writer_cache(&conn)
+        {
+            tracing::warn!(error = %e, "cannot resize the sqlite writer's cache");
+        }
     }
     // Lets SQLite refresh its planner statistics where useful; cheap.
     if let Err(e) = conn.execute_batch("PRAGMA optimize") {
