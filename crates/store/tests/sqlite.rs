@@ -121,8 +121,26 @@ async fn migrations_apply_and_data_survives_reopen() {
         assert_eq!(page.messages, vec![sent.clone()]);
         store.close().await;
     }
-    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 2);
-    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 2);
+    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 3);
+    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 3);
+}
+
+/// A retried send is looked up by its client id through the index, never by
+/// scanning the conversation's messages.
+#[tokio::test]
+async fn a_retry_is_found_through_the_client_id_index() {
+    let (dir, store) = fixture().await;
+    store.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join("natter.db")).expect("open");
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM messages
+             WHERE conversation_id = ?1 AND sender = ?2 AND client_message_id = ?3",
+            ["ab", "a", "c1"],
+            |r| r.get(3),
+        )
+        .expect("plan");
+    assert!(plan.contains("USING INDEX messages_by_client_id"), "{plan}");
 }
 
 #[tokio::test]
@@ -1214,11 +1232,12 @@ async fn add_and_remove_members() {
     assert_eq!(store.mark_read(&cid("ab"), &uid("c"), 1).await, Ok(0));
 }
 
-/// A database left by the previous release (only 0001 applied, with data)
-/// is brought to 0002 on open, keeping its data; members start with their
-/// history delivered and nothing read.
+/// A database left by the first release (only 0001 applied, with data) is
+/// brought up to date on open, keeping its data: members start with their
+/// history delivered and nothing read, and its client ids still make
+/// retries duplicates.
 #[tokio::test]
-async fn migration_0002_applies_to_a_0001_database() {
+async fn migrations_apply_to_a_0001_database() {
     let dir = TempDir::new().expect("tempdir");
     {
         let conn = rusqlite::Connection::open(dir.path().join("natter.db")).expect("open");
@@ -1250,7 +1269,7 @@ async fn migration_0002_applies_to_a_0001_database() {
     assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 1);
 
     let store = open(&dir).await;
-    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 2);
+    assert_eq!(count(&dir, "SELECT max(version) FROM schema_migrations"), 3);
     assert_eq!(
         count(
             &dir,
@@ -1273,6 +1292,13 @@ async fn migration_0002_applies_to_a_0001_database() {
     let ids: Vec<&str> = history.iter().map(|m| &*m.id).collect();
     assert_eq!(ids, ["m2", "m1"]);
     assert_eq!(history[0].client_message_id.as_deref(), Some("c2"));
+    let retried = store
+        .append(vec![msg("ab", "b", "hello", Some("c2"))])
+        .await
+        .expect("append");
+    let retried = retried[0].clone().expect("a retry is not an error");
+    assert!(retried.duplicate);
+    assert_eq!(&*retried.message.id, "m2");
     // The old data takes part in the new writes.
     assert_eq!(advance(&store, &[("ab", "b", 3)]).await, [2]);
     assert_eq!(store.mark_read(&cid("ab"), &uid("a"), 2).await, Ok(0));
@@ -1281,7 +1307,7 @@ async fn migration_0002_applies_to_a_0001_database() {
 
     // Opening again applies nothing twice and keeps the watermarks.
     let store = open(&dir).await;
-    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 2);
+    assert_eq!(count(&dir, "SELECT count(*) FROM schema_migrations"), 3);
     assert_eq!(delivered(&store, &[("ab", "a"), ("ab", "b")]).await, [2, 3]);
     assert_eq!(
         unread_shape(&summaries(&store, "a").await),

@@ -144,7 +144,8 @@ fn insert_message(tx: &Connection, m: &NewMessage, seq: i64) -> rusqlite::Result
         "INSERT INTO messages (id, conversation_id, seq, sender, content, content_type,
                                client_message_id, sent_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (conversation_id, sender, client_message_id) DO NOTHING",
+         ON CONFLICT (client_message_id, conversation_id, sender)
+             WHERE client_message_id IS NOT NULL DO NOTHING",
     )?
     .execute(params![
         m.id.as_str(),
