@@ -12,10 +12,7 @@ use super::{config::Synchronous, error::Result, vfs};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_receipts.sql")),
-    (
-        3,
-        include_str!("../../migrations/sqlite/0003_client_id_index.sql"),
-    ),
+    (3, include_str!("../../migrations/sqlite/0003_retries.sql")),
 ];
 
 /// Small pages: every commit writes each page it touched to the WAL and
