@@ -132,6 +132,74 @@ pub enum ServerFrame {
     },
 }
 
+/// A `message_delivered` frame that borrows its fields. The server makes one
+/// for every delivery of every message (a receipt is not shared between
+/// recipients like a `new_message`), so it skips the owned strings and the
+/// tagged-enum map of [`ServerFrame::MessageDelivered`] and writes its JSON
+/// directly: in `natter-bench fanout` at 150,000 deliveries/s, building
+/// receipts the owned way took 10.5 % of the server's core, serde_json on
+/// borrowed fields 8 %. Its JSON is the same, byte for byte (a test holds
+/// them together).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageDeliveredRef<'a> {
+    message_id: &'a str,
+    conversation_id: &'a str,
+    user_id: &'a str,
+    delivered_at: &'a str,
+}
+
+impl<'a> MessageDeliveredRef<'a> {
+    pub fn new(
+        message_id: &'a str,
+        conversation_id: &'a str,
+        user_id: &'a str,
+        delivered_at: &'a str,
+    ) -> Self {
+        Self {
+            message_id,
+            conversation_id,
+            user_id,
+            delivered_at,
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        let fields = [
+            ("messageId", self.message_id),
+            ("conversationId", self.conversation_id),
+            ("userId", self.user_id),
+            ("deliveredAt", self.delivered_at),
+        ];
+        let size = fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
+        let mut out = String::with_capacity(30 + size);
+        out.push_str(r#"{"type":"message_delivered""#);
+        for (key, value) in fields {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            push_json_string(&mut out, value);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string. Ids and times need no escaping; anything
+/// else goes through serde_json.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
+}
+
 impl ServerFrame {
     /// The frame as JSON text. Serializing these types cannot fail: every
     /// field is a string, number, bool or string-keyed map.
@@ -145,6 +213,31 @@ impl ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_receipt_is_the_same_json_as_the_owned_one() {
+        let owned = ServerFrame::MessageDelivered {
+            message_id: "m\"1".into(),
+            conversation_id: "c1".into(),
+            user_id: "bob".into(),
+            delivered_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let borrowed = MessageDeliveredRef::new("m\"1", "c1", "bob", "2026-01-01T00:00:00.000Z");
+        assert_eq!(borrowed.to_json(), owned.to_json());
+        let plain = ServerFrame::MessageDelivered {
+            message_id: "m1".into(),
+            conversation_id: "c\u{1}\\".into(),
+            user_id: "bøb".into(),
+            delivered_at: "t".into(),
+        };
+        let borrowed = MessageDeliveredRef::new("m1", "c\u{1}\\", "bøb", "t");
+        assert_eq!(borrowed.to_json(), plain.to_json());
+        let clean = MessageDeliveredRef::new("m1", "c1", "bob", "t");
+        assert_eq!(
+            clean.to_json(),
+            r#"{"type":"message_delivered","messageId":"m1","conversationId":"c1","userId":"bob","deliveredAt":"t"}"#
+        );
+    }
 
     #[test]
     fn field_names_match_the_contract() {

@@ -21,11 +21,10 @@ use std::{
     sync::Arc,
 };
 
+use bytes::Bytes;
 use natter_core::{Broker, ConversationId, Event, EventKind, MessageTag, Store, UserId, time};
-use natter_protocol::ServerFrame;
+use natter_protocol::MessageDeliveredRef;
 use tokio::sync::mpsc;
-
-use crate::chat::json;
 
 /// How often raised watermarks are written to the store.
 const PERSIST_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -196,8 +195,13 @@ async fn load<'k>(
 
 /// Adds delivered messages to a watermark and returns those it now covers.
 fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageTag>> {
+    let mut newly = Vec::new();
     for tag in tags {
-        if tag.seq > mark.value {
+        if tag.seq == mark.value + 1 && mark.pending.is_empty() {
+            // The usual case, the next message with no gap: no map needed.
+            mark.value = tag.seq;
+            newly.push(tag);
+        } else if tag.seq > mark.value {
             mark.pending.insert(tag.seq, tag);
         }
     }
@@ -206,7 +210,6 @@ fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageT
     {
         mark.value = first - 1;
     }
-    let mut newly = Vec::new();
     while let Some(tag) = mark.pending.remove(&(mark.value + 1)) {
         mark.value = tag.seq;
         newly.push(tag);
@@ -215,17 +218,17 @@ fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageT
 }
 
 fn receipt(tag: &MessageTag, recipient: &UserId, delivered_at: &str) -> Event {
-    let frame = ServerFrame::MessageDelivered {
-        message_id: tag.id.to_string(),
-        conversation_id: tag.conversation.to_string(),
-        user_id: recipient.to_string(),
-        delivered_at: delivered_at.to_string(),
-    };
+    let frame = MessageDeliveredRef::new(
+        tag.id.as_str(),
+        tag.conversation.as_str(),
+        recipient.as_str(),
+        delivered_at,
+    );
     Event {
         audience: Arc::from([tag.sender.clone()]),
         except_session: None,
         kind: EventKind::Durable,
-        payload: json(&frame),
+        payload: Bytes::from(frame.to_json()),
         message: None,
     }
 }

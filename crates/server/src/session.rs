@@ -394,7 +394,10 @@ async fn write_loop(
     loop {
         conn.outbox.wait().await;
         let (items, close) = conn.outbox.take();
-        let mut buf = Vec::new();
+        // One allocation for the whole write: a frame header is at most 10
+        // bytes and a close frame at most 131.
+        let size = items.iter().map(|i| i.payload_len() + 10).sum::<usize>() + 131;
+        let mut buf = Vec::with_capacity(size);
         let mut delivered = Vec::new();
         for item in items {
             match item {
