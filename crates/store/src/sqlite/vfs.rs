@@ -114,6 +114,13 @@ struct Extras {
     start: i64,
 }
 
+impl Extras {
+    /// The file offset just past the gathered writes.
+    fn end(&self) -> i64 {
+        self.start + self.gathered.len() as i64
+    }
+}
+
 /// Where `file`'s extras live.
 fn extras_ptr(file: *mut ffi::sqlite3_file) -> *mut Extras {
     file.cast::<u8>()
@@ -217,8 +224,7 @@ unsafe extern "C" fn write(
     let Ok(len) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
-    let end = extras.start + extras.gathered.len() as i64;
-    if !extras.gathered.is_empty() && offset != end {
+    if !extras.gathered.is_empty() && offset != extras.end() {
         let rc = unsafe { flush(file, extras) };
         if rc != ffi::SQLITE_OK {
             return rc;
@@ -243,8 +249,7 @@ unsafe extern "C" fn read(
     offset: i64,
 ) -> c_int {
     let extras = unsafe { extras(file) };
-    let end = extras.start + extras.gathered.len() as i64;
-    let overlaps = offset < end && offset + i64::from(amount) > extras.start;
+    let overlaps = offset < extras.end() && offset + i64::from(amount) > extras.start;
     if overlaps {
         let rc = unsafe { flush(file, extras) };
         if rc != ffi::SQLITE_OK {
