@@ -164,7 +164,10 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
         stream,
     };
     let early = reader.decoder.feed(&early, &mut reader.incoming);
-    let span = tracing::info_span!("session", user = %identity.user, session = %session);
+    // At `debug`, like the events that need it: an enabled span is stored
+    // by the subscriber for the connection's whole life, and at `info` (the
+    // server's default) it made each idle connection ~950 bytes bigger.
+    let span = tracing::debug_span!("session", user = %identity.user, session = %session);
     let tracker = reader.app.tracker.clone();
     tracker.spawn(reader.run(early.err()).instrument(span));
 }

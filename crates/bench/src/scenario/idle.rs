@@ -6,7 +6,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Context, Session, names};
-use crate::{results::RunResult, server::Fixture};
+
+/// How long the server's memory is left to settle after connecting.
+const SETTLE: Duration = Duration::from_secs(2);
+use crate::{
+    results::{RssPoint, RunResult},
+    server::Fixture,
+};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct Idle {
@@ -26,59 +32,61 @@ impl Idle {
             users: users.clone(),
             conversations: Vec::new(),
         };
-        let session = Session::open(ctx, &fixture, &users).await?;
-        // Let allocations from the handshakes settle.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Both halves are measured settled: the allocator hands freed
+        // handshake memory back a little after the burst, so a reading taken
+        // while connecting overstates what a held connection costs.
+        let (first, second) = users.split_at(users.len() / 2);
+        let mut session = Session::open(ctx, &fixture, first).await?;
+        tokio::time::sleep(SETTLE).await;
+        let half = RssPoint {
+            connections: first.len() as u64,
+            rss_kib: session.server.rss_kib(),
+        };
+        session.connect_all(ctx.peer, second).await?;
+        tokio::time::sleep(SETTLE).await;
         let mut result = session.result("idle", json!(self), Duration::ZERO);
         let grown = result
             .server_rss_kib_after
             .saturating_sub(result.server_rss_kib_before);
         result.rss_per_connection_bytes =
             Some(grown as f64 * 1024.0 / self.connections.max(1) as f64);
-        result.rss_curve.push(crate::results::RssPoint {
+        let full = RssPoint {
             connections: self.connections as u64,
             rss_kib: result.server_rss_kib_after,
-        });
-        result.rss_marginal_per_connection_bytes = marginal(&result.rss_curve);
+        };
+        result.rss_marginal_per_connection_bytes = slope(&half, &full);
+        result.rss_curve.push(full);
         session.stop();
         Ok(result)
     }
 }
 
-/// Bytes of RSS per connection from the point nearest half the connections
-/// to the last point of `curve`.
-fn marginal(curve: &[crate::results::RssPoint]) -> Option<f64> {
-    let last = curve.last()?;
-    let half = curve
-        .iter()
-        .min_by_key(|p| p.connections.abs_diff(last.connections / 2))?;
-    let added = last
+/// Bytes of RSS each connection added between two readings.
+fn slope(from: &RssPoint, to: &RssPoint) -> Option<f64> {
+    let added = to
         .connections
-        .checked_sub(half.connections)
+        .checked_sub(from.connections)
         .filter(|n| *n > 0)?;
-    let grown = last.rss_kib.saturating_sub(half.rss_kib);
+    let grown = to.rss_kib.saturating_sub(from.rss_kib);
     Some(grown as f64 * 1024.0 / added as f64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::RssPoint;
 
     #[test]
-    fn marginal_cost_is_the_slope_over_the_second_half() {
+    fn marginal_cost_is_the_slope_between_two_readings() {
         let point = |connections, rss_kib| RssPoint {
             connections,
             rss_kib,
         };
-        // 5 MiB for the first 100 connections, then 2 KiB each.
-        let curve = [
-            point(0, 10_000),
-            point(100, 15_000),
-            point(500, 15_800),
-            point(1_000, 16_800),
-        ];
-        assert_eq!(marginal(&curve), Some(2_048.0));
-        assert_eq!(marginal(&[point(0, 1)]), None);
+        // 5 MiB for the first 500 connections, then 2 KiB each.
+        assert_eq!(
+            slope(&point(500, 15_800), &point(1_000, 16_800)),
+            Some(2_048.0)
+        );
+        assert_eq!(slope(&point(10, 1), &point(10, 2)), None);
+        assert_eq!(slope(&point(10, 5), &point(20, 4)), Some(0.0));
     }
 }
