@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, hub::Connection, limits::RateLimiter, metrics::Metrics, outbox::Outgoing,
+    Map, config::Config, hub::Connection, limits::RateLimiter, metrics::Metrics, outbox::Outgoing,
     receipts, typing::Typing,
 };
 
@@ -99,7 +99,7 @@ pub struct Chat {
     /// Above this many members, no receipts to others (see `Config`).
     large_conversation: usize,
     /// Conversation members, loaded on first use, dropped on change.
-    members: RwLock<HashMap<ConversationId, Arc<Members>>>,
+    members: RwLock<Map<ConversationId, Arc<Members>>>,
     /// Bumped by every `forget_members`: a member list read from the store
     /// before a change must not be cached after it.
     members_changed: std::sync::atomic::AtomicU64,
@@ -439,7 +439,7 @@ impl Chat {
         Ok(members)
     }
 
-    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConversationId, Arc<Members>>> {
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, Map<ConversationId, Arc<Members>>> {
         self.members.read().unwrap_or_else(|e| e.into_inner())
     }
 }

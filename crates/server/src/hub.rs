@@ -8,7 +8,7 @@
 //! rather than a timer per connection.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -20,7 +20,10 @@ use natter_core::{Delivery, Event, EventKind, SessionId, UserId, time};
 use natter_protocol::close;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Close, Outbox, Outgoing};
+use crate::{
+    Map,
+    outbox::{Close, Outbox, Outgoing},
+};
 
 /// One WebSocket connection as the rest of the server sees it.
 #[derive(Debug)]
@@ -65,7 +68,7 @@ impl Connection {
 
 #[derive(Debug)]
 pub struct Hub {
-    users: Mutex<HashMap<UserId, Vec<Arc<Connection>>>>,
+    users: Mutex<Map<UserId, Vec<Arc<Connection>>>>,
     /// Connections a user may hold; a new one beyond closes the oldest (4008).
     max_per_user: usize,
     /// Connections by the second their token expires.
@@ -81,7 +84,7 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<UserId, Vec<Arc<Connection>>>> {
+    fn lock(&self) -> MutexGuard<'_, Map<UserId, Vec<Arc<Connection>>>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -2,13 +2,12 @@
 //! user's connections on this instance. Buckets outlive connections (a
 //! reconnect does not refill one) and are pruned once full again.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, MutexGuard},
-};
+use std::sync::{Mutex, MutexGuard};
 
 use natter_core::UserId;
 use tokio::time::Instant;
+
+use crate::Map;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -22,7 +21,7 @@ pub struct RateLimiter {
     rate: f64,
     /// Bucket size: the burst a user may send at once.
     capacity: f64,
-    buckets: Mutex<HashMap<UserId, Bucket>>,
+    buckets: Mutex<Map<UserId, Bucket>>,
 }
 
 impl RateLimiter {
@@ -35,7 +34,7 @@ impl RateLimiter {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<UserId, Bucket>> {
+    fn lock(&self) -> MutexGuard<'_, Map<UserId, Bucket>> {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
 

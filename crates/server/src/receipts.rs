@@ -16,15 +16,14 @@
 //! may be receipted twice (the same messageId and userId: idempotent for a
 //! client).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use natter_core::{Broker, ConversationId, Event, EventKind, MessageTag, Store, UserId, time};
 use natter_protocol::MessageDeliveredRef;
 use tokio::sync::mpsc;
+
+use crate::Map;
 
 /// How often raised watermarks are written to the store.
 const PERSIST_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -68,11 +67,22 @@ impl Reporter {
 #[derive(Debug, Default)]
 struct Watermark {
     value: i64,
+    /// The value last read from or written to the store: the watermark
+    /// needs saving while `value` is above it.
+    saved: i64,
     /// Delivered above `value + 1`, waiting for the gap to fill.
     pending: BTreeMap<i64, Arc<MessageTag>>,
 }
 
 type Key = (ConversationId, UserId);
+
+/// The task's state: every watermark it has touched, and which of them
+/// changed since the last save.
+#[derive(Debug, Default)]
+struct Marks {
+    marks: Map<Key, Watermark>,
+    dirty: Vec<Key>,
+}
 
 /// Starts the receipts task.
 pub fn start(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Reporter {
@@ -86,9 +96,7 @@ async fn run(
     broker: Arc<dyn Broker>,
     mut rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
-    let mut marks: HashMap<Key, Watermark> = HashMap::new();
-    // Raised in memory, not yet in the store.
-    let mut dirty: HashMap<Key, i64> = HashMap::new();
+    let mut marks = Marks::default();
     let mut batch = Vec::new();
     let mut persist = tokio::time::interval(PERSIST_EVERY);
     persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,57 +120,73 @@ async fn run(
                     }
                 }
                 let delivered = std::mem::take(&mut batch);
-                advance_all(&*store, &*broker, &mut marks, &mut dirty, delivered).await;
+                advance_all(&*store, &*broker, &mut marks, delivered).await;
             }
-            _ = persist.tick() => save(&*store, &mut dirty).await,
+            _ = persist.tick() => save(&*store, &mut marks).await,
         }
     }
-    save(&*store, &mut dirty).await;
+    save(&*store, &mut marks).await;
 }
 
 /// Moves the watermarks over what was delivered and sends the receipts.
 async fn advance_all(
     store: &dyn Store,
     broker: &dyn Broker,
-    marks: &mut HashMap<Key, Watermark>,
-    dirty: &mut HashMap<Key, i64>,
+    marks: &mut Marks,
     batch: Vec<Delivered>,
 ) {
-    let mut touched: HashMap<Key, Vec<Arc<MessageTag>>> = HashMap::new();
-    for delivered in batch {
-        for tag in delivered.messages {
-            touched
-                .entry((tag.conversation.clone(), delivered.user.clone()))
-                .or_default()
-                .push(tag);
+    let mut missing = Vec::new();
+    for delivered in &batch {
+        for tag in &delivered.messages {
+            let key = (tag.conversation.clone(), delivered.user.clone());
+            if !marks.marks.contains_key(&key) {
+                missing.push(key);
+            }
         }
     }
-    if let Err(e) = load(store, marks, touched.keys()).await {
+    if let Err(e) = load(store, &mut marks.marks, missing).await {
         tracing::warn!(error = %e, "cannot read delivery watermarks");
         return;
     }
     let delivered_at = time::iso8601(time::now_ms());
-    for (key, tags) in touched {
-        let Some(mark) = marks.get_mut(&key) else {
-            continue;
-        };
-        let newly = advance(mark, tags);
-        if newly.is_empty() {
-            continue;
-        }
-        dirty.insert(key.clone(), mark.value);
-        for tag in newly.iter().filter(|t| t.sender != key.1) {
-            broker.publish(receipt(tag, &key.1, &delivered_at));
+    let mut newly = Vec::new();
+    for delivered in batch {
+        for tag in delivered.messages {
+            let key = (tag.conversation.clone(), delivered.user.clone());
+            let Some(mark) = marks.marks.get_mut(&key) else {
+                continue;
+            };
+            let was_saved = mark.value == mark.saved;
+            advance(mark, tag, &mut newly);
+            if newly.is_empty() {
+                continue;
+            }
+            for tag in newly.drain(..).filter(|t| t.sender != key.1) {
+                broker.publish(receipt(&tag, &key.1, &delivered_at));
+            }
+            if was_saved {
+                marks.dirty.push(key);
+            }
         }
     }
-    if marks.len() > 100_000 {
-        marks.retain(|k, m| !m.pending.is_empty() || dirty.contains_key(k));
+    if marks.marks.len() > 100_000 {
+        marks
+            .marks
+            .retain(|_, m| !m.pending.is_empty() || m.value != m.saved);
     }
 }
 
 /// Writes the raised watermarks to the store, [`PERSIST_CHUNK`] at a time.
-async fn save(store: &dyn Store, dirty: &mut HashMap<Key, i64>) {
-    let updates: Vec<_> = dirty.drain().map(|((c, u), seq)| (c, u, seq)).collect();
+async fn save(store: &dyn Store, marks: &mut Marks) {
+    let mut updates = Vec::with_capacity(marks.dirty.len());
+    for key in marks.dirty.drain(..) {
+        if let Some(mark) = marks.marks.get_mut(&key)
+            && mark.value != mark.saved
+        {
+            mark.saved = mark.value;
+            updates.push((key.0, key.1, mark.value));
+        }
+    }
     for chunk in updates.chunks(PERSIST_CHUNK) {
         if let Err(e) = store.advance_delivered(chunk.to_vec()).await {
             tracing::warn!(error = %e, "cannot store delivery watermarks");
@@ -170,22 +194,24 @@ async fn save(store: &dyn Store, dirty: &mut HashMap<Key, i64>) {
     }
 }
 
-/// Reads the stored watermark of every key not cached yet.
-async fn load<'k>(
+/// Reads the stored watermarks of keys not cached yet.
+async fn load(
     store: &dyn Store,
-    marks: &mut HashMap<Key, Watermark>,
-    keys: impl Iterator<Item = &'k Key>,
+    marks: &mut Map<Key, Watermark>,
+    mut missing: Vec<Key>,
 ) -> Result<(), natter_core::StoreError> {
-    let missing: Vec<Key> = keys.filter(|k| !marks.contains_key(*k)).cloned().collect();
     if missing.is_empty() {
         return Ok(());
     }
+    missing.sort_unstable();
+    missing.dedup();
     let values = store.delivered_watermarks(missing.clone()).await?;
     for (key, value) in missing.into_iter().zip(values) {
         marks.insert(
             key,
             Watermark {
                 value,
+                saved: value,
                 pending: BTreeMap::new(),
             },
         );
@@ -193,17 +219,17 @@ async fn load<'k>(
     Ok(())
 }
 
-/// Adds delivered messages to a watermark and returns those it now covers.
-fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageTag>> {
-    let mut newly = Vec::new();
-    for tag in tags {
-        if tag.seq == mark.value + 1 && mark.pending.is_empty() {
-            // The usual case, the next message with no gap: no map needed.
-            mark.value = tag.seq;
-            newly.push(tag);
-        } else if tag.seq > mark.value {
-            mark.pending.insert(tag.seq, tag);
-        }
+/// Adds a delivered message to a watermark and appends to `newly` the
+/// messages it now covers.
+fn advance(mark: &mut Watermark, tag: Arc<MessageTag>, newly: &mut Vec<Arc<MessageTag>>) {
+    if tag.seq == mark.value + 1 && mark.pending.is_empty() {
+        // The usual case, the next message with no gap: no map needed.
+        mark.value = tag.seq;
+        newly.push(tag);
+        return;
+    }
+    if tag.seq > mark.value {
+        mark.pending.insert(tag.seq, tag);
     }
     if mark.pending.len() > MAX_PENDING
         && let Some((&first, _)) = mark.pending.first_key_value()
@@ -214,7 +240,6 @@ fn advance(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<Arc<MessageT
         mark.value = tag.seq;
         newly.push(tag);
     }
-    newly
 }
 
 fn receipt(tag: &MessageTag, recipient: &UserId, delivered_at: &str) -> Event {
@@ -249,36 +274,37 @@ mod tests {
         })
     }
 
-    fn seqs(tags: &[Arc<MessageTag>]) -> Vec<i64> {
-        tags.iter().map(|t| t.seq).collect()
+    /// Delivers `tags` in order; the seqs that became covered.
+    fn deliver(mark: &mut Watermark, tags: Vec<Arc<MessageTag>>) -> Vec<i64> {
+        let mut newly = Vec::new();
+        for tag in tags {
+            advance(mark, tag, &mut newly);
+        }
+        newly.iter().map(|t| t.seq).collect()
     }
 
     #[test]
     fn advances_only_over_contiguous_deliveries() {
         let mut mark = Watermark {
             value: 2,
-            pending: BTreeMap::new(),
+            ..Watermark::default()
         };
-        assert_eq!(seqs(&advance(&mut mark, vec![tag(3), tag(4)])), [3, 4]);
+        assert_eq!(deliver(&mut mark, vec![tag(3), tag(4)]), [3, 4]);
         // A live message past a gap waits...
-        assert!(advance(&mut mark, vec![tag(7)]).is_empty());
+        assert!(deliver(&mut mark, vec![tag(7)]).is_empty());
         assert_eq!(mark.value, 4);
         // ...until the replay fills it.
-        assert_eq!(seqs(&advance(&mut mark, vec![tag(6), tag(5)])), [5, 6, 7]);
+        assert_eq!(deliver(&mut mark, vec![tag(6), tag(5)]), [5, 6, 7]);
         // Already covered: nothing twice.
-        assert!(advance(&mut mark, vec![tag(5), tag(7)]).is_empty());
+        assert!(deliver(&mut mark, vec![tag(5), tag(7)]).is_empty());
     }
 
     #[test]
     fn an_unfilled_gap_is_given_up_on_without_false_receipts() {
         let mut mark = Watermark::default();
         let live: Vec<_> = (10..10 + MAX_PENDING as i64 + 1).map(tag).collect();
-        let newly = advance(&mut mark, live);
-        assert_eq!(
-            newly.first().map(|t| t.seq),
-            Some(10),
-            "1..=9 never got a receipt"
-        );
+        let newly = deliver(&mut mark, live);
+        assert_eq!(newly.first(), Some(&10), "1..=9 never got a receipt");
         assert_eq!(newly.len(), MAX_PENDING + 1);
     }
 }
