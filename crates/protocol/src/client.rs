@@ -79,6 +79,46 @@ pub struct RequestError {
 
 /// Parses one text frame.
 pub fn parse_request(text: &str) -> Result<Request, RequestError> {
+    // Well-formed frames, nearly all of them, take the direct path; anything
+    // it cannot take goes through a `Value`, which tells what is wrong.
+    match parse_well_formed(text) {
+        Some(request) => Ok(request),
+        None => parse_via_value(text),
+    }
+}
+
+/// The envelope of a well-formed frame: everything else in it is skipped.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(rename = "requestId", default)]
+    request_id: Option<String>,
+}
+
+/// Deserializes the envelope and then the fields straight from the text,
+/// without building a `Value` (a map of owned keys and strings) first: at
+/// 16,000 sends/s that tree was 2 % of the server's CPU. `None` for
+/// anything unusual, even if [`parse_via_value`] would accept it.
+fn parse_well_formed(text: &str) -> Option<Request> {
+    let envelope: Envelope = serde_json::from_str(text).ok()?;
+    let frame = match &*envelope.kind {
+        "send_message" => ClientFrame::SendMessage(serde_json::from_str(text).ok()?),
+        "read_receipt" => ClientFrame::ReadReceipt(serde_json::from_str(text).ok()?),
+        "typing_indicator" => ClientFrame::TypingIndicator(serde_json::from_str(text).ok()?),
+        "sync" => ClientFrame::Sync(serde_json::from_str(text).ok()?),
+        "ping" => ClientFrame::Ping,
+        "refresh_token" => ClientFrame::RefreshToken(serde_json::from_str(text).ok()?),
+        _ => return None,
+    };
+    Some(Request {
+        request_id: envelope.request_id,
+        frame,
+    })
+}
+
+/// Parses through a `Value`, so that every failure gets its precise code.
+fn parse_via_value(text: &str) -> Result<Request, RequestError> {
     let fail = |code, message: String, request_id: Option<String>| RequestError {
         code,
         message,
@@ -156,6 +196,40 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_paths_read_a_valid_frame_alike() {
+        let frames = [
+            r#"{"type":"send_message","conversationId":"c1","content":"hi \"x\" \u00e9","requestId":"r1"}"#,
+            r#"{"requestId":null,"type":"send_message","conversationId":"c1","content":"","contentType":"text","clientMessageId":"k1","extra":[1,{"a":2}]}"#,
+            r#"{"type":"read_receipt","messageId":"m1"}"#,
+            r#"{"type":"read_receipt","messageId":"m1","conversationId":"c1","requestId":"r2"}"#,
+            r#"{"type":"typing_indicator","conversationId":"c1","isTyping":true}"#,
+            r#"{"type":"sync","cursors":{"c1":4,"c2":0},"lastMessageId":"m9"}"#,
+            r#"{"type":"sync"}"#,
+            r#"{"type":"ping","requestId":"p"}"#,
+            r#"{"type":"refresh_token","token":"t"}"#,
+            r#"{"type":"send\u005fmessage","conversationId":"c1","content":"escaped type"}"#,
+        ];
+        for text in frames {
+            let direct = parse_well_formed(text);
+            assert!(direct.is_some(), "the direct path takes {text}");
+            assert_eq!(direct, parse_via_value(text).ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_takes_the_value_path() {
+        for text in [
+            r#"{"type":"send_message","type":"ping"}"#,
+            r#"{"type":"send_message","conversationId":"c1"}"#,
+            r#"{"type":"ping","requestId":5}"#,
+            r#"{"type":"nope"}"#,
+            "[]",
+        ] {
+            assert_eq!(parse_well_formed(text), None, "{text}");
+        }
+    }
 
     fn code(text: &str) -> ErrorCode {
         parse_request(text).expect_err("should fail").code
