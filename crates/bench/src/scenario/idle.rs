@@ -6,13 +6,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Context, Session, names};
-
-/// How long the server's memory is left to settle after connecting.
-const SETTLE: Duration = Duration::from_secs(2);
 use crate::{
     results::{RssPoint, RunResult},
     server::Fixture,
 };
+
+/// How long the server's memory is left to settle after connecting.
+const SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct Idle {
