@@ -51,7 +51,7 @@ pub struct Delivered {
 
 /// The writers' handle: reporting never waits.
 #[derive(Debug, Clone)]
-pub struct Reporter(mpsc::UnboundedSender<Delivered>);
+pub struct Reporter(pub(crate) mpsc::UnboundedSender<Delivered>);
 
 impl Reporter {
     pub fn report(&self, user: &UserId, messages: Vec<Arc<MessageTag>>) {

@@ -6,7 +6,7 @@
 //! writer owns the sending side, drains the outbox and writes everything
 //! that is ready with one syscall per wake-up.
 
-use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
+use std::{future::poll_fn, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use axum::{
     body::Body,
@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use natter_core::{EventKind, SessionId, time};
 use natter_protocol::{ClientFrame, ServerFrame, parse_request};
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use crate::{
     App,
@@ -163,13 +162,13 @@ fn start(app: Arc<App>, stream: Arc<TcpStream>, early: Vec<u8>, identity: Identi
         conn,
         stream,
     };
-    let early = reader.decoder.feed(&early, &mut reader.incoming);
-    // At `debug`, like the events that need it: an enabled span is stored
-    // by the subscriber for the connection's whole life, and at `info` (the
-    // server's default) it made each idle connection ~950 bytes bigger.
-    let span = tracing::debug_span!("session", user = %identity.user, session = %session);
     let tracker = reader.app.tracker.clone();
-    tracker.spawn(reader.run(early.err()).instrument(span));
+    tracing::debug!(user = %identity.user, %session, "connected");
+    match reader.decoder.feed(&early, &mut reader.incoming) {
+        Ok(()) => tracker.spawn(reader.run()),
+        // A bad frame with the upgrade request: nothing to read.
+        Err(e) => tracker.spawn(reader.finish(ReadEnd::Invalid(e))),
+    };
 }
 
 /// The reading half of a connection, and everything its task owns.
@@ -198,18 +197,18 @@ enum ReadEnd {
 impl Reader {
     /// Not an `async fn`: those keep their arguments twice (as captures and
     /// as locals) in every idle connection's task; a block captures once.
+    ///
+    /// This task's state is what an idle connection costs, and a task is
+    /// allocated in multiples of 128 bytes, so it carries nothing it can do
+    /// without: no tracing span (the subscriber would also keep one per
+    /// connection), and the debug events name the user and session instead.
     #[allow(clippy::manual_async_fn)]
-    fn run(mut self, early_error: Option<ws::DecodeError>) -> impl Future<Output = ()> {
+    fn run(mut self) -> impl Future<Output = ()> {
         async move {
-            tracing::debug!("connected");
-            let end = match early_error {
-                Some(e) => ReadEnd::Invalid(e),
-                None => self.read().await,
-            };
+            let end = self.read().await;
             // Everything after reading is boxed: an idle connection's task
             // only pays for the state of waiting for input.
             Box::pin(self.finish(end)).await;
-            tracing::debug!("disconnected");
         }
     }
 
@@ -314,6 +313,8 @@ impl Reader {
         if we_sent_close && !client_closed {
             linger(&self.stream).await;
         }
+        let conn = &self.conn;
+        tracing::debug!(user = %conn.user, session = %conn.session, "disconnected");
     }
 }
 
@@ -388,6 +389,11 @@ fn reply_error(
 }
 
 /// Drains the outbox to the socket until a close is sent or the peer is gone.
+///
+/// While it waits for the outbox this task is all an idle connection's
+/// writing costs, and tasks are allocated in multiples of 128 bytes: so no
+/// batch is held across an await here. One that the socket does not take at
+/// once waits in a boxed future.
 async fn write_loop(
     conn: Arc<Connection>,
     stream: Arc<TcpStream>,
@@ -396,48 +402,104 @@ async fn write_loop(
 ) {
     loop {
         conn.outbox.wait().await;
-        let (items, close) = conn.outbox.take();
+        let rest = match Batch::take(&conn.outbox).write_now(&stream) {
+            Sent::All(batch) => {
+                if batch.written(&conn, &receipts, &metrics) {
+                    continue;
+                }
+                return;
+            }
+            Sent::Partly(rest) => rest,
+            Sent::Failed => {
+                conn.outbox.close(Close::ABANDON);
+                return;
+            }
+        };
+        let Ok(batch) = rest.await else {
+            conn.outbox.close(Close::ABANDON);
+            return;
+        };
+        if !batch.written(&conn, &receipts, &metrics) {
+            return;
+        }
+    }
+}
+
+/// What the socket made of a batch's first write.
+enum Sent<Rest> {
+    All(Batch),
+    /// The write of what it did not take, which waits for the socket.
+    Partly(Pin<Box<Rest>>),
+    /// The peer is gone.
+    Failed,
+}
+
+/// What the outbox held, encoded for one write.
+struct Batch {
+    bytes: Vec<u8>,
+    /// The `new_message` frames in `bytes`: deliveries once written.
+    delivered: Vec<Arc<natter_core::MessageTag>>,
+    close: Option<Close>,
+}
+
+impl Batch {
+    fn take(outbox: &Outbox) -> Self {
+        let (items, close) = outbox.take();
         // One allocation for the whole write: a frame header is at most 10
         // bytes and a close frame at most 131.
         let size = items.iter().map(|i| i.payload_len() + 10).sum::<usize>() + 131;
-        let mut buf = Vec::with_capacity(size);
+        let mut bytes = Vec::with_capacity(size);
         let mut delivered = Vec::new();
         for item in items {
             match item {
-                Outgoing::Text(payload) => ws::encode_frame(Opcode::Text, &payload, &mut buf),
+                Outgoing::Text(payload) => ws::encode_frame(Opcode::Text, &payload, &mut bytes),
                 Outgoing::Message(payload, tag) => {
-                    ws::encode_frame(Opcode::Text, &payload, &mut buf);
+                    ws::encode_frame(Opcode::Text, &payload, &mut bytes);
                     delivered.push(tag);
                 }
-                Outgoing::Ping => ws::encode_frame(Opcode::Ping, b"", &mut buf),
-                Outgoing::Pong(payload) => ws::encode_frame(Opcode::Pong, &payload, &mut buf),
+                Outgoing::Ping => ws::encode_frame(Opcode::Ping, b"", &mut bytes),
+                Outgoing::Pong(payload) => ws::encode_frame(Opcode::Pong, &payload, &mut bytes),
             }
         }
         if let Some(close) = close
             && close.sends_frame()
         {
-            ws::encode_close(close.code, close.reason, &mut buf);
+            ws::encode_close(close.code, close.reason, &mut bytes);
         }
-        // Usually the socket takes everything at once. Only the rest of a
-        // write it refused waits, in a boxed future (for the same reason as
-        // request handling: that state, with its stall timer, exists only
-        // while a write waits).
-        let mut rest = &buf[..];
-        if !rest.is_empty() {
-            match stream.try_write(rest) {
-                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    conn.outbox.close(Close::ABANDON);
-                    return;
-                }
+        Self {
+            bytes,
+            delivered,
+            close,
+        }
+    }
+
+    /// Writes what the socket takes now.
+    fn write_now(
+        self,
+        stream: &TcpStream,
+    ) -> Sent<impl Future<Output = std::io::Result<Self>> + '_> {
+        let written = if self.bytes.is_empty() {
+            0
+        } else {
+            match stream.try_write(&self.bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => return Sent::Failed,
             }
+        };
+        if written == self.bytes.len() {
+            return Sent::All(self);
         }
-        if !rest.is_empty() && Box::pin(write_all(&stream, rest)).await.is_err() {
-            conn.outbox.close(Close::ABANDON);
-            return;
-        }
-        // Written to the socket: as delivered as a server can tell.
+        Sent::Partly(Box::pin(async move {
+            write_all(stream, self.bytes.get(written..).unwrap_or_default()).await?;
+            Ok(self)
+        }))
+    }
+
+    /// Written to the socket: as delivered as a server can tell. Returns
+    /// whether the connection stays open.
+    fn written(self, conn: &Connection, receipts: &receipts::Reporter, metrics: &Metrics) -> bool {
+        let mut delivered = self.delivered;
         if !delivered.is_empty() {
             let now = time::now_us();
             metrics.messages_delivered.inc_by(delivered.len() as u64);
@@ -448,9 +510,7 @@ async fn write_loop(
             delivered.retain(|t| t.receipt);
             receipts.report(&conn.user, delivered);
         }
-        if close.is_some() {
-            return;
-        }
+        self.close.is_none()
     }
 }
 
@@ -520,4 +580,39 @@ async fn linger(stream: &TcpStream) {
         }
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use natter_core::UserId;
+
+    use super::*;
+
+    /// Every idle connection holds a writer task. tokio allocates a task as
+    /// its future plus ~100 bytes (header, scheduler, trailer) rounded up to
+    /// 128 bytes; 152 bytes of future keep it at 256. State held across the
+    /// outbox wait (a batch, a buffer) would push it to 384.
+    #[tokio::test]
+    async fn an_idle_writer_task_fits_in_256_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let conn = Arc::new(Connection::new(
+            SessionId(1),
+            UserId::new_unchecked("u"),
+            Outbox::new(1024, Arc::default()),
+            0,
+        ));
+        let (reports, _) = tokio::sync::mpsc::unbounded_channel();
+        let writer = write_loop(
+            conn,
+            Arc::new(stream),
+            receipts::Reporter(reports),
+            Arc::default(),
+        );
+        let size = std::mem::size_of_val(&writer);
+        assert!(size <= 152, "the writer's future is {size} bytes");
+    }
 }

@@ -52,7 +52,8 @@ pub struct Decoder {
     max_message: usize,
     /// The start of a frame whose remaining bytes have not arrived yet.
     partial: Vec<u8>,
-    fragmented: Option<Fragmented>,
+    /// Boxed: rare, and the decoder sits in every idle connection's task.
+    fragmented: Option<Box<Fragmented>>,
 }
 
 struct Header {
@@ -181,10 +182,10 @@ impl Decoder {
                     return Err(DecodeError::Protocol("new message inside a fragmented one"));
                 }
                 if !fin {
-                    self.fragmented = Some(Fragmented {
+                    self.fragmented = Some(Box::new(Fragmented {
                         text: opcode == 0x1,
                         data: payload,
-                    });
+                    }));
                     return Ok(None);
                 }
                 (opcode == 0x1, payload)
