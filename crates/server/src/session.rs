@@ -584,9 +584,73 @@ async fn linger(stream: &TcpStream) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use natter_core::UserId;
 
     use super::*;
+
+    fn connection() -> Arc<Connection> {
+        Arc::new(Connection::new(
+            SessionId(1),
+            UserId::new_unchecked("u"),
+            Outbox::new(1 << 24, Arc::default()),
+            0,
+        ))
+    }
+
+    /// A connected pair: the server's end and the client's, whose receive
+    /// buffer is fixed at 64 KiB (loopback's autotuning grows it to 32 MB).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(1 << 16).expect("SO_RCVBUF");
+        let client = socket.connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (server, client)
+    }
+
+    /// A batch larger than the socket takes at once: the rest is written
+    /// once the client reads, from exactly where the first write stopped,
+    /// and the close frame comes last.
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_follows_in_order() {
+        let conn = connection();
+        // 8 MB: more than the two sockets buffer (tcp_wmem allows 4 MB).
+        let payloads: Vec<Bytes> = (0..32u8)
+            .map(|i| Bytes::from(vec![i; 250_000 + usize::from(i)]))
+            .collect();
+        let mut expected = Vec::new();
+        for payload in &payloads {
+            let item = Outgoing::Text(payload.clone());
+            assert_eq!(conn.outbox.push(item, EventKind::Durable), Ok(()));
+            ws::encode_frame(Opcode::Text, payload, &mut expected);
+        }
+        let close = Close {
+            code: 1000,
+            reason: "bye",
+            flush_first: true,
+        };
+        conn.outbox.close(close);
+        ws::encode_close(close.code, close.reason, &mut expected);
+        let (server, mut client) = socket_pair().await;
+        let rest = match Batch::take(&conn.outbox).write_now(&server) {
+            Sent::Partly(rest) => rest,
+            Sent::All(_) => panic!("8 MB fitted the socket at once"),
+            Sent::Failed => panic!("the write failed"),
+        };
+        let read = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut all).await;
+            all
+        });
+        let batch = rest.await.expect("the rest is written");
+        drop(server);
+        assert!(read.await.expect("reader") == expected, "the bytes differ");
+        assert_eq!(batch.close, Some(close));
+    }
 
     /// Every idle connection holds a writer task. tokio allocates a task as
     /// its future plus ~100 bytes (header, scheduler, trailer) rounded up to
@@ -594,20 +658,10 @@ mod tests {
     /// outbox wait (a batch, a buffer) would push it to 384.
     #[tokio::test]
     async fn an_idle_writer_task_fits_in_256_bytes() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let conn = Arc::new(Connection::new(
-            SessionId(1),
-            UserId::new_unchecked("u"),
-            Outbox::new(1024, Arc::default()),
-            0,
-        ));
+        let (stream, _client) = socket_pair().await;
         let (reports, _) = tokio::sync::mpsc::unbounded_channel();
         let writer = write_loop(
-            conn,
+            connection(),
             Arc::new(stream),
             receipts::Reporter(reports),
             Arc::default(),
