@@ -14,7 +14,9 @@ pub use client::{
     ClientFrame, ReadReceipt, RefreshToken, Request, RequestError, SendMessage, SyncRequest,
     TypingIndicator, parse_request,
 };
-pub use server::{ErrorCode, MessageDeliveredRef, ServerFrame, WireMessage};
+pub use server::{
+    ErrorCode, MessageDeliveredRef, MessageSentRef, NewMessageRef, ServerFrame, WireMessage,
+};
 
 /// WebSocket close codes the server uses, with the reason text it sends.
 pub mod close {

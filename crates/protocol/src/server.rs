@@ -1,7 +1,7 @@
 //! Frames the server sends. Serialized once per event and shared by every
 //! recipient, so these types borrow nothing and own their strings.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -165,27 +165,97 @@ impl<'a> MessageDeliveredRef<'a> {
 
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
-        let fields = [
-            ("messageId", self.message_id),
-            ("conversationId", self.conversation_id),
-            ("userId", self.user_id),
-            ("deliveredAt", self.delivered_at),
-        ];
-        let size = fields
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
-            .sum::<usize>();
-        let mut out = String::with_capacity(30 + size);
+        let mut out = String::with_capacity(
+            110 + self.message_id.len() + self.conversation_id.len() + self.user_id.len(),
+        );
         out.push_str(r#"{"type":"message_delivered""#);
-        for (key, value) in fields {
-            out.push_str(",\"");
-            out.push_str(key);
-            out.push_str("\":");
-            push_json_string(&mut out, value);
+        push_field(&mut out, "messageId", self.message_id);
+        push_field(&mut out, "conversationId", self.conversation_id);
+        push_field(&mut out, "userId", self.user_id);
+        push_field(&mut out, "deliveredAt", self.delivered_at);
+        out.push('}');
+        out
+    }
+}
+
+/// A live `new_message` frame that borrows its message: the committer
+/// writes one per send. The same JSON as [`ServerFrame::NewMessage`] with
+/// `replay: false`, byte for byte, without the owned copies of every field
+/// that building a [`WireMessage`] takes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessageRef<'a> {
+    pub id: &'a str,
+    pub conversation_id: &'a str,
+    pub sender: &'a str,
+    pub content: &'a str,
+    pub content_type: &'a str,
+    pub seq: i64,
+    pub sent_at: &'a str,
+    pub client_message_id: Option<&'a str>,
+}
+
+impl NewMessageRef<'_> {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(
+            200 + self.id.len() + self.conversation_id.len() + self.content.len(),
+        );
+        out.push_str(r#"{"type":"new_message","message":{"_id":"#);
+        push_json_string(&mut out, self.id);
+        push_field(&mut out, "conversationId", self.conversation_id);
+        push_field(&mut out, "sender", self.sender);
+        push_field(&mut out, "content", self.content);
+        push_field(&mut out, "contentType", self.content_type);
+        let _ = write!(out, r#","seq":{}"#, self.seq);
+        push_field(&mut out, "sentAt", self.sent_at);
+        if let Some(id) = self.client_message_id {
+            push_field(&mut out, "clientMessageId", id);
+        }
+        out.push_str("}}");
+        out
+    }
+}
+
+/// A `message_sent` ack that borrows its fields, one per send: the same
+/// JSON as [`ServerFrame::MessageSent`], byte for byte.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageSentRef<'a> {
+    pub message_id: &'a str,
+    pub conversation_id: &'a str,
+    pub seq: i64,
+    pub sent_at: &'a str,
+    pub client_message_id: Option<&'a str>,
+    pub duplicate: bool,
+    pub request_id: Option<&'a str>,
+}
+
+impl MessageSentRef<'_> {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(200 + self.message_id.len());
+        out.push_str(r#"{"type":"message_sent""#);
+        push_field(&mut out, "messageId", self.message_id);
+        push_field(&mut out, "conversationId", self.conversation_id);
+        let _ = write!(out, r#","seq":{}"#, self.seq);
+        push_field(&mut out, "sentAt", self.sent_at);
+        if let Some(id) = self.client_message_id {
+            push_field(&mut out, "clientMessageId", id);
+        }
+        let _ = write!(out, r#","duplicate":{}"#, self.duplicate);
+        if let Some(id) = self.request_id {
+            push_field(&mut out, "requestId", id);
         }
         out.push('}');
         out
     }
+}
+
+/// Appends `,"key":` and `value` as a JSON string.
+fn push_field(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    push_json_string(out, value);
 }
 
 /// Appends `s` as a JSON string. Ids and times need no escaping; anything
@@ -237,6 +307,71 @@ mod tests {
             clean.to_json(),
             r#"{"type":"message_delivered","messageId":"m1","conversationId":"c1","userId":"bob","deliveredAt":"t"}"#
         );
+    }
+
+    #[test]
+    fn a_borrowed_new_message_is_the_same_json_as_the_owned_one() {
+        let cases = [
+            ("m1", "c1", "hello", Some("k1")),
+            ("m2", "c\u{1}", "a \"quote\", a \\ and a\nnewline, é", None),
+            ("m\"3", "c3", "", Some("k\t3")),
+        ];
+        for (id, conversation, content, client_id) in cases {
+            let borrowed = NewMessageRef {
+                id,
+                conversation_id: conversation,
+                sender: "alice",
+                content,
+                content_type: "text",
+                seq: -42,
+                sent_at: "2026-01-01T00:00:00.000Z",
+                client_message_id: client_id,
+            };
+            let owned = ServerFrame::NewMessage {
+                message: WireMessage {
+                    id: id.into(),
+                    conversation_id: conversation.into(),
+                    sender: "alice".into(),
+                    content: content.into(),
+                    content_type: "text".into(),
+                    seq: -42,
+                    sent_at: "2026-01-01T00:00:00.000Z".into(),
+                    client_message_id: client_id.map(Into::into),
+                },
+                replay: false,
+            };
+            assert_eq!(borrowed.to_json(), owned.to_json());
+        }
+    }
+
+    #[test]
+    fn a_borrowed_ack_is_the_same_json_as_the_owned_one() {
+        let cases = [
+            (Some("k1"), false, Some("r1")),
+            (None, true, None),
+            (Some("k\"2"), true, Some("r\\2")),
+        ];
+        for (client_id, duplicate, request_id) in cases {
+            let borrowed = MessageSentRef {
+                message_id: "m1",
+                conversation_id: "c1",
+                seq: 7,
+                sent_at: "t",
+                client_message_id: client_id,
+                duplicate,
+                request_id,
+            };
+            let owned = ServerFrame::MessageSent {
+                message_id: "m1".into(),
+                conversation_id: "c1".into(),
+                seq: 7,
+                sent_at: "t".into(),
+                client_message_id: client_id.map(Into::into),
+                duplicate,
+                request_id: request_id.map(Into::into),
+            };
+            assert_eq!(borrowed.to_json(), owned.to_json());
+        }
     }
 
     #[test]
