@@ -187,3 +187,49 @@ async fn reading_outside_ones_conversations_is_refused() {
         .expect("read");
     assert_eq!(next_error(&mut bob).await.0, ErrorCode::NotFound);
 }
+
+/// Each member's delivery watermark in `team`, as stored.
+async fn stored_watermarks(server: &TestServer) -> Vec<i64> {
+    let team = natter_core::ConversationId::try_from("team").expect("valid id");
+    let keys = ["alice", "bob", "carol"].map(|u| (team.clone(), uid(u)));
+    server
+        .store
+        .delivered_watermarks(keys.to_vec())
+        .await
+        .expect("watermarks")
+}
+
+/// Waits (within PATIENCE) until the stored watermarks are `expected`.
+async fn until_stored(server: &TestServer, expected: [i64; 3]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while stored_watermarks(server).await != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stored watermarks stayed {:?}, expected {expected:?}",
+            stored_watermarks(server).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn delivery_watermarks_reach_the_store_and_keep_rising() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let mut carol = server.connect("carol").await;
+
+    send(&mut alice, "team", "one").await;
+    send(&mut alice, "team", "two").await;
+    for client in [&mut bob, &mut carol] {
+        next_new_message(client).await;
+        next_new_message(client).await;
+    }
+    // The sender has its own messages; both recipients had both.
+    until_stored(&server, [2, 2, 2]).await;
+
+    // Saved once, a watermark is saved again when it rises further
+    // (written to a socket counts as delivered, read or not).
+    send(&mut alice, "team", "three").await;
+    until_stored(&server, [3, 3, 3]).await;
+}
