@@ -19,6 +19,10 @@ pub struct Dm {
     /// Seconds of load.
     #[arg(id = "dm_duration", long = "dm-duration", default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds of load before measuring (member lists and delivery
+    /// watermarks load from the store).
+    #[arg(id = "dm_warmup", long = "dm-warmup", default_value_t = 2.0)]
+    pub warmup: f64,
 }
 
 impl Dm {
@@ -27,6 +31,7 @@ impl Dm {
             pairs: 5,
             rate: 50.0,
             duration: 1.0,
+            warmup: 0.2,
         }
     }
 
@@ -45,13 +50,17 @@ impl Dm {
             senders.push((format!("d{p}b"), format!("d{p}")));
         }
         let mut session = Session::open(ctx, &fixture, &fixture.users).await?;
-        let load = Load {
+        let mut load = Load {
             targets: &senders,
             rate: self.rate,
-            duration: Duration::from_secs_f64(self.duration),
+            duration: Duration::from_secs_f64(self.warmup),
             size: 100,
             recipients: 1,
         };
+        if self.warmup > 0.0 {
+            session.measure("dm", json!(self), &load).await;
+        }
+        load.duration = Duration::from_secs_f64(self.duration);
         let result = session.measure("dm", json!(self), &load).await;
         session.stop();
         Ok(result)
