@@ -192,7 +192,7 @@ impl Hub {
     /// the interval. Pinging every connection in one go put thousands of
     /// writes (and as many pongs to read) in front of whatever was sent at
     /// that moment: in `natter-bench bigroom` the message that met it
-    /// reached its last member 60-80 ms late, the p99 of the whole run.
+    /// reached its last member 65-100 ms late, the p99 of the whole run.
     pub async fn heartbeat(&self, every: Duration, stop: CancellationToken) {
         let tick = (every / HEARTBEAT_SLOTS as u32).max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
