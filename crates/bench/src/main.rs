@@ -2,7 +2,9 @@
 //!
 //! It starts the server under test itself (natter on a fresh SQLite file,
 //! provisioned through `natter import`; or the Socket.IO peer under
-//! `bench/peers/socketio`), pins it to one core and itself to the other,
+//! `bench/peers/socketio`), or drives natter servers already running
+//! (`--url`, e.g. a cluster's instances), pins the server to one core and
+//! itself to the other,
 //! opens the connections from several loopback addresses, runs open-loop
 //! scenarios and writes, per run, a JSON file; then a Markdown summary with
 //! the natter / Socket.IO ratios, and charts.
@@ -72,6 +74,14 @@ struct Cli {
     /// natter's database URL (default: a fresh SQLite file per run).
     #[arg(long)]
     database_url: Option<String>,
+    /// A natter server already running, e.g. `ws://10.0.0.5:3000`; repeat
+    /// it for several instances, which the connections are spread over.
+    /// The tool then starts no server: it provisions users and
+    /// conversations with `natter import --database-url` (required), signs
+    /// tokens with `JWT_SECRET` from the environment, and reports no server
+    /// CPU or memory. natter only.
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
     /// Pin the server to this core and the tool to the other (taskset).
     #[arg(long)]
     server_core: Option<usize>,
@@ -115,11 +125,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .context("the tool's directory")?
             .join("natter"),
     };
+    let external = if cli.urls.is_empty() {
+        None
+    } else {
+        if cli.peer != Peers::Natter {
+            anyhow::bail!("--url drives natter servers: add --peer natter");
+        }
+        let secret = std::env::var("JWT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .context("--url needs the servers' JWT_SECRET in the environment")?;
+        if cli.database_url.is_none() {
+            anyhow::bail!("--url needs --database-url: the servers' database, to provision");
+        }
+        let addrs = cli
+            .urls
+            .iter()
+            .map(|url| server::parse_url(url))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(server::External { addrs, secret })
+    };
     let options = server::Options {
         natter_bin,
         socketio_dir: cli.socketio_dir.clone(),
         database_url: cli.database_url.clone(),
         core: cli.server_core,
+        external,
     };
     let peers: &[Peer] = match cli.peer {
         Peers::Natter => &[Peer::Natter],

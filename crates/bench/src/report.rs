@@ -23,7 +23,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<RunResult>> {
 
 pub fn one_line(r: &RunResult) -> String {
     format!(
-        "{} {}: {} conns, {} sends, {}/{} deliveries ({} lost), {:.0} deliveries/s, {:.0} acks/s, delivery p99 {:.2} ms, ack p99 {:.2} ms, server CPU {:.2} s{}",
+        "{} {}: {} conns, {} sends, {}/{} deliveries ({} lost), {:.0} deliveries/s, {:.0} acks/s, delivery p99 {:.2} ms, ack p99 {:.2} ms, {}{}",
         r.scenario,
         r.peer,
         r.connections,
@@ -35,7 +35,11 @@ pub fn one_line(r: &RunResult) -> String {
         r.acks_per_s,
         r.delivery.p99_ms,
         r.ack.p99_ms,
-        r.server_cpu_s,
+        if r.server_observed {
+            format!("server CPU {:.2} s", r.server_cpu_s)
+        } else {
+            "server not observed (--url)".to_string()
+        },
         r.rss_per_connection_bytes
             .map(|b| format!(", {b:.0} B RSS per connection"))
             .unwrap_or_default(),
@@ -115,7 +119,7 @@ pub fn summary(results: &[RunResult]) -> String {
     );
     let _ = writeln!(out, "| scenario | peer | threads |");
     let _ = writeln!(out, "|---|---|---|");
-    for r in results.iter().filter(|r| r.acks > 0) {
+    for r in results.iter().filter(|r| r.acks > 0 && r.server_observed) {
         let _ = writeln!(out, "| {} | {} | {} |", r.scenario, r.peer, by_thread(r));
     }
     let mut by_scenario: BTreeMap<&str, BTreeMap<&str, &RunResult>> = BTreeMap::new();

@@ -80,16 +80,25 @@ pub struct RunResult {
     pub timeline: Vec<Second>,
     pub rss_curve: Vec<RssPoint>,
     pub notes: Vec<String>,
+    /// Whether the tool watched the server's process: not for running
+    /// servers given with `--url`, whose CPU and memory figures are absent.
+    #[serde(default = "yes")]
+    pub server_observed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl RunResult {
     /// Server CPU microseconds per delivered message (fan-out cost).
     pub fn cpu_us_per_delivery(&self) -> Option<f64> {
-        (self.deliveries > 0).then(|| self.server_cpu_s * 1e6 / self.deliveries as f64)
+        (self.server_observed && self.deliveries > 0)
+            .then(|| self.server_cpu_s * 1e6 / self.deliveries as f64)
     }
 
     /// Server CPU microseconds per acked send.
     pub fn cpu_us_per_ack(&self) -> Option<f64> {
-        (self.acks > 0).then(|| self.server_cpu_s * 1e6 / self.acks as f64)
+        (self.server_observed && self.acks > 0).then(|| self.server_cpu_s * 1e6 / self.acks as f64)
     }
 }

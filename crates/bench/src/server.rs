@@ -1,6 +1,8 @@
 //! The server under test: started by the tool itself (natter with its own
 //! database, provisioned through `natter import`; or the Socket.IO peer with
-//! the same data), pinned to its core, and observed through `/proc`.
+//! the same data), pinned to its core, and observed through `/proc`. Or
+//! natter servers already running (`--url`): provisioned the same way, but
+//! neither started nor observed.
 
 use std::{
     collections::BTreeMap,
@@ -44,14 +46,43 @@ pub struct Options {
     pub database_url: Option<String>,
     /// The core the server is pinned to (`taskset`), if any.
     pub core: Option<usize>,
+    /// natter servers already running, to drive instead of starting one.
+    pub external: Option<External>,
+}
+
+/// natter servers the tool does not start (a cluster's instances).
+#[derive(Debug, Clone)]
+pub struct External {
+    pub addrs: Vec<SocketAddr>,
+    /// The servers' `JWT_SECRET`, to sign tokens they accept.
+    pub secret: String,
 }
 
 pub struct Server {
     pub peer: Peer,
-    pub addr: SocketAddr,
+    /// Where connections go, spread round-robin: one address unless
+    /// several running servers were given.
+    pub addrs: Vec<SocketAddr>,
     secret: String,
-    child: Child,
+    /// The server process, when the tool started it: what `/proc` observes.
+    child: Option<Child>,
     _dir: tempfile::TempDir,
+}
+
+/// The address of a server given as `ws://host:port[/path]` (or plain
+/// `host:port`).
+pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    use std::net::ToSocketAddrs;
+    authority
+        .to_socket_addrs()
+        .with_context(|| format!("server address {url:?} (ws://host:port)"))?
+        .next()
+        .with_context(|| format!("server address {url:?} resolves to nothing"))
 }
 
 impl Server {
@@ -59,7 +90,7 @@ impl Server {
         let dir = tempfile::tempdir().context("temp dir")?;
         let data = dir.path().join("import.json");
         std::fs::write(&data, fixture.import_json().to_string()).context("write import file")?;
-        let secret = format!("bench-secret-{}", std::process::id());
+        let mut secret = format!("bench-secret-{}", std::process::id());
         let port = free_port()?;
         let mut command = match peer {
             Peer::Natter => {
@@ -75,6 +106,18 @@ impl Server {
                     .with_context(|| format!("run {}", options.natter_bin.display()))?;
                 if !status.success() {
                     bail!("natter import failed");
+                }
+                if let Some(external) = &options.external {
+                    secret.clone_from(&external.secret);
+                    let server = Server {
+                        peer,
+                        addrs: external.addrs.clone(),
+                        secret,
+                        child: None,
+                        _dir: dir,
+                    };
+                    server.wait_ready().await?;
+                    return Ok(server);
                 }
                 let mut command = pinned(options.core, &options.natter_bin);
                 command
@@ -106,12 +149,11 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("start the {} server", peer.name()))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let server = Server {
             peer,
-            addr,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
             secret,
-            child,
+            child: Some(child),
             _dir: dir,
         };
         server.wait_ready().await?;
@@ -120,17 +162,26 @@ impl Server {
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("the {} server did not start", self.peer.name());
+        for addr in &self.addrs {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the {} server at {addr} is not listening", self.peer.name());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The server's process, when the tool started it.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether `/proc` sees the server: false for running servers given
+    /// with `--url`, whose CPU and memory are reported as zero.
+    pub fn observed(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A day-long HS256 token for `user`, as both peers verify them.
@@ -146,8 +197,8 @@ impl Server {
 
     /// Resident memory, from `/proc/<pid>/status`.
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let Some(pid) = self.pid() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -157,8 +208,8 @@ impl Server {
 
     /// User + system CPU seconds so far, from `/proc/<pid>/stat`.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let Some(pid) = self.pid() else { return 0.0 };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         stat_cpu(&stat).map_or(0.0, |(_, seconds)| seconds)
     }
 
@@ -168,7 +219,10 @@ impl Server {
     /// checkpointer).
     pub fn cpu_seconds_by_thread(&self) -> BTreeMap<String, f64> {
         let mut by_name = BTreeMap::new();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+        let Some(pid) = self.pid() else {
+            return by_name;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return by_name;
         };
         for task in tasks.flatten() {
@@ -180,25 +234,27 @@ impl Server {
         by_name
     }
 
+    /// Stops a server the tool started; leaves a running one alone.
     pub fn stop(mut self) {
+        let Some(child) = &mut self.child else { return };
         let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
         for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

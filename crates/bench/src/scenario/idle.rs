@@ -45,6 +45,10 @@ impl Idle {
         session.connect_all(ctx.peer, second).await?;
         tokio::time::sleep(SETTLE).await;
         let mut result = session.result("idle", json!(self), Duration::ZERO);
+        if !result.server_observed {
+            session.stop();
+            return Ok(result);
+        }
         let grown = result
             .server_rss_kib_after
             .saturating_sub(result.server_rss_kib_before);

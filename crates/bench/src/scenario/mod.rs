@@ -83,18 +83,19 @@ impl Session {
             });
         }
         let step = (users.len() / 20).max(1);
-        let addr = self.server.addr;
+        let addrs = self.server.addrs.clone();
         let recorder = self.recorder.clone();
         let mut attempts = stream::iter(identities.into_iter().enumerate())
             .map(|(n, identity)| {
                 let recorder = recorder.clone();
+                let addr = addrs[n % addrs.len()];
                 async move {
                     let started = Instant::now();
                     let result = transport::connect(
                         peer,
                         addr,
                         &identity,
-                        transport::source_for(n),
+                        transport::source_for(n, addr),
                         recorder,
                     )
                     .await;
@@ -226,6 +227,7 @@ impl Session {
             server_rss_kib_after: self.server.rss_kib(),
             timeline: c.timeline(),
             rss_curve: self.rss_curve.clone(),
+            server_observed: self.server.observed(),
             ..RunResult::default()
         }
     }

@@ -69,8 +69,8 @@ impl Connection {
     }
 }
 
-/// Opens a TCP connection from `source` (one of 127.0.0.x, to get past the
-/// ephemeral ports of a single source address).
+/// Opens a TCP connection from `source` (on loopback one of 127.0.0.x, to
+/// get past the ephemeral ports of a single source address).
 pub async fn tcp_from(source: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = match server {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -100,9 +100,14 @@ pub async fn websocket(
     Ok(socket)
 }
 
-/// The source address for the n-th connection.
-pub fn source_for(n: usize) -> IpAddr {
-    IpAddr::from([127, 0, 0, (2 + n % 200) as u8])
+/// The source address for the n-th connection to `server`: one of
+/// 127.0.0.x on loopback, any address (the system's choice) elsewhere.
+pub fn source_for(n: usize, server: SocketAddr) -> IpAddr {
+    match server.ip() {
+        ip if ip.is_loopback() && ip.is_ipv4() => IpAddr::from([127, 0, 0, (2 + n % 200) as u8]),
+        IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+        IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+    }
 }
 
 /// Connects with the peer's protocol; returns once the server has accepted
