@@ -90,35 +90,30 @@ impl Server {
         let dir = tempfile::tempdir().context("temp dir")?;
         let data = dir.path().join("import.json");
         std::fs::write(&data, fixture.import_json().to_string()).context("write import file")?;
-        let mut secret = format!("bench-secret-{}", std::process::id());
+        if let Some(external) = &options.external {
+            let database = options
+                .database_url
+                .as_deref()
+                .context("running servers (--url) need their --database-url")?;
+            import(&options.natter_bin, &data, database)?;
+            let server = Server {
+                peer,
+                addrs: external.addrs.clone(),
+                secret: external.secret.clone(),
+                child: None,
+                _dir: dir,
+            };
+            server.wait_ready().await?;
+            return Ok(server);
+        }
+        let secret = format!("bench-secret-{}", std::process::id());
         let port = free_port()?;
         let mut command = match peer {
             Peer::Natter => {
                 let database = options.database_url.clone().unwrap_or_else(|| {
                     format!("sqlite://{}", dir.path().join("bench.db").display())
                 });
-                let status = Command::new(&options.natter_bin)
-                    .arg("import")
-                    .arg(&data)
-                    .args(["--database-url", &database])
-                    .stdout(Stdio::null())
-                    .status()
-                    .with_context(|| format!("run {}", options.natter_bin.display()))?;
-                if !status.success() {
-                    bail!("natter import failed");
-                }
-                if let Some(external) = &options.external {
-                    secret.clone_from(&external.secret);
-                    let server = Server {
-                        peer,
-                        addrs: external.addrs.clone(),
-                        secret,
-                        child: None,
-                        _dir: dir,
-                    };
-                    server.wait_ready().await?;
-                    return Ok(server);
-                }
+                import(&options.natter_bin, &data, &database)?;
                 let mut command = pinned(options.core, &options.natter_bin);
                 command
                     .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -256,6 +251,21 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Provisions the fixture in natter's database with `natter import`.
+fn import(natter_bin: &Path, data: &Path, database: &str) -> anyhow::Result<()> {
+    let status = Command::new(natter_bin)
+        .arg("import")
+        .arg(data)
+        .args(["--database-url", database])
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("run {}", natter_bin.display()))?;
+    if !status.success() {
+        bail!("natter import failed");
+    }
+    Ok(())
 }
 
 /// The command name and user + system CPU seconds of a `/proc/.../stat`
