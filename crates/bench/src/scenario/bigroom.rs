@@ -48,18 +48,17 @@ impl BigRoom {
         // Kept across the measurement's reset: per message, its last recipient.
         session.collector.per_message = Some(Default::default());
         let sender = vec![(members[0].clone(), "big".to_string())];
-        let mut load = Load {
+        let load = Load {
             targets: &sender,
             rate: 1000.0 / self.interval_ms.max(1) as f64,
-            duration: Duration::from_millis(self.interval_ms * self.warmup_messages as u64),
+            duration: Duration::from_millis(self.interval_ms * self.messages as u64),
             size: 100,
             recipients: self.members as u64 - 1,
         };
-        if self.warmup_messages > 0 {
-            session.measure("bigroom", json!(self), &load).await;
-        }
-        load.duration = Duration::from_millis(self.interval_ms * self.messages as u64);
-        let mut result = session.measure("bigroom", json!(self), &load).await;
+        let warmup = Duration::from_millis(self.interval_ms * self.warmup_messages as u64);
+        let mut result = session
+            .measure_warm("bigroom", json!(self), load, warmup)
+            .await;
         let mut last = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let complete = self.members as u64 - 1;
         for (count, max_latency) in session

@@ -50,18 +50,15 @@ impl Dm {
             senders.push((format!("d{p}b"), format!("d{p}")));
         }
         let mut session = Session::open(ctx, &fixture, &fixture.users).await?;
-        let mut load = Load {
+        let load = Load {
             targets: &senders,
             rate: self.rate,
-            duration: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
             size: 100,
             recipients: 1,
         };
-        if self.warmup > 0.0 {
-            session.measure("dm", json!(self), &load).await;
-        }
-        load.duration = Duration::from_secs_f64(self.duration);
-        let result = session.measure("dm", json!(self), &load).await;
+        let warmup = Duration::from_secs_f64(self.warmup);
+        let result = session.measure_warm("dm", json!(self), load, warmup).await;
         session.stop();
         Ok(result)
     }

@@ -71,17 +71,16 @@ impl Fanout {
     /// Drives the load on an open session and measures it.
     pub async fn load(&self, session: &mut Session, scenario: &str) -> RunResult {
         let (_, senders) = self.fixture();
-        let mut load = Load {
+        let load = Load {
             targets: &senders,
             rate: self.rate,
-            duration: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
             size: self.message_size,
             recipients: self.size as u64 - 1,
         };
-        if self.warmup > 0.0 {
-            session.measure(scenario, json!(self), &load).await;
-        }
-        load.duration = Duration::from_secs_f64(self.duration);
-        session.measure(scenario, json!(self), &load).await
+        let warmup = Duration::from_secs_f64(self.warmup);
+        session
+            .measure_warm(scenario, json!(self), load, warmup)
+            .await
     }
 }

@@ -198,6 +198,25 @@ impl Session {
         result
     }
 
+    /// Drives `load` for `warmup` first, unmeasured (caches fill, member
+    /// lists load, JITs compile), then measures it.
+    pub async fn measure_warm(
+        &mut self,
+        scenario: &str,
+        config: serde_json::Value,
+        load: Load<'_>,
+        warmup: Duration,
+    ) -> RunResult {
+        if !warmup.is_zero() {
+            let warm = Load {
+                duration: warmup,
+                ..load
+            };
+            self.measure(scenario, config.clone(), &warm).await;
+        }
+        self.measure(scenario, config, &load).await
+    }
+
     /// The common part of a result.
     pub fn result(
         &self,
