@@ -135,15 +135,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .ok()
             .filter(|s| !s.is_empty())
             .context("--url needs the servers' JWT_SECRET in the environment")?;
-        if cli.database_url.is_none() {
-            anyhow::bail!("--url needs --database-url: the servers' database, to provision");
-        }
+        let database_url = cli
+            .database_url
+            .clone()
+            .context("--url needs --database-url: the servers' database, to provision")?;
         let addrs = cli
             .urls
             .iter()
             .map(|url| server::parse_url(url))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Some(server::External { addrs, secret })
+        Some(server::External {
+            addrs,
+            secret,
+            database_url,
+        })
     };
     let options = server::Options {
         natter_bin,

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
+    net::{SocketAddr, ToSocketAddrs},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -56,6 +56,8 @@ pub struct External {
     pub addrs: Vec<SocketAddr>,
     /// The servers' `JWT_SECRET`, to sign tokens they accept.
     pub secret: String,
+    /// Their database, where the tool provisions users and conversations.
+    pub database_url: String,
 }
 
 pub struct Server {
@@ -77,7 +79,6 @@ pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
         .or_else(|| url.strip_prefix("http://"))
         .unwrap_or(url);
     let authority = rest.split('/').next().unwrap_or(rest);
-    use std::net::ToSocketAddrs;
     authority
         .to_socket_addrs()
         .with_context(|| format!("server address {url:?} (ws://host:port)"))?
@@ -91,11 +92,7 @@ impl Server {
         let data = dir.path().join("import.json");
         std::fs::write(&data, fixture.import_json().to_string()).context("write import file")?;
         if let Some(external) = &options.external {
-            let database = options
-                .database_url
-                .as_deref()
-                .context("running servers (--url) need their --database-url")?;
-            import(&options.natter_bin, &data, database)?;
+            import(&options.natter_bin, &data, &external.database_url)?;
             let server = Server {
                 peer,
                 addrs: external.addrs.clone(),
