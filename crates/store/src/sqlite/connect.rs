@@ -13,6 +13,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_receipts.sql")),
     (3, include_str!("../../migrations/sqlite/0003_retries.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_no_last_seq.sql"),
+    ),
 ];
 
 /// Small pages: every commit writes each page it touched to the WAL and

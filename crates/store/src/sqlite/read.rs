@@ -30,7 +30,11 @@ pub(crate) fn conversation(
 ) -> Result<Option<ConversationInfo>> {
     let tx = conn.transaction()?;
     let found = tx
-        .prepare_cached("SELECT title, created_at, last_seq FROM conversations WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT c.title, c.created_at, ",
+            rows::last_seq_of_c!(),
+            " FROM conversations c WHERE c.id = ?1"
+        ))?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((title, created_at, last_seq)) = found else {
@@ -97,12 +101,17 @@ pub(crate) fn sync(conn: &mut Connection, query: &SyncQuery) -> Result<SyncPage>
 /// The user's conversations with their `last_seq`, ordered by id.
 fn user_conversations(conn: &Connection, user: &UserId) -> Result<Vec<(ConversationId, i64)>> {
     let list = conn
-        .prepare_cached(
-            "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
-             WHERE m.user_id = ?1 ORDER BY m.conversation_id",
-        )?
+        .prepare_cached(concat!(
+            "SELECT c.id, ",
+            rows::last_seq_of_c!(),
+            " FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.user_id = ?1 ORDER BY m.conversation_id"
+        ))?
         .query_map([user.as_str()], |r| {
-            Ok((ConversationId::new_unchecked(r.get::<_, String>(0)?), r.get(1)?))
+            Ok((
+                ConversationId::new_unchecked(r.get::<_, String>(0)?),
+                r.get(1)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(list)
@@ -239,8 +248,8 @@ pub(crate) fn delivered_watermarks(
 /// their last message, or of their creation if they have none), read in one
 /// snapshot: one query for the summaries, one for the members of them all.
 ///
-/// The last message is found by `UNIQUE (conversation_id, seq)` at
-/// `last_seq`; the unread count is a range scan of the same index over the
+/// The last message is found by `UNIQUE (conversation_id, seq)` at its
+/// largest seq; the unread count is a range scan of the same index over the
 /// messages after `read_seq`. Sorting is over the user's conversations only.
 pub(crate) fn conversation_summaries(
     conn: &mut Connection,
@@ -249,8 +258,8 @@ pub(crate) fn conversation_summaries(
     let tx = conn.transaction()?;
     let mut members = co_members(&tx, user)?;
     let mut summaries = tx
-        .prepare_cached(
-            "SELECT c.id, c.title, c.created_at, c.last_seq, m.read_seq,
+        .prepare_cached(concat!(
+            "SELECT c.id, c.title, c.created_at, coalesce(l.seq, 0), m.read_seq,
                     (SELECT count(*) FROM messages u
                      WHERE u.conversation_id = m.conversation_id AND u.seq > m.read_seq
                        AND u.sender <> m.user_id),
@@ -258,10 +267,12 @@ pub(crate) fn conversation_summaries(
                     l.client_message_id, l.sent_at
              FROM members m
              JOIN conversations c ON c.id = m.conversation_id
-             LEFT JOIN messages l ON l.conversation_id = m.conversation_id AND l.seq = c.last_seq
+             LEFT JOIN messages l ON l.conversation_id = m.conversation_id AND l.seq = ",
+            rows::last_seq_of_c!(),
+            "
              WHERE m.user_id = ?1
-             ORDER BY coalesce(l.sent_at, c.created_at) DESC, l.pos DESC, c.id",
-        )?
+             ORDER BY coalesce(l.sent_at, c.created_at) DESC, l.pos DESC, c.id"
+        ))?
         .query_map([user.as_str()], rows::summary)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     for summary in &mut summaries {

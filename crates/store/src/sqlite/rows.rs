@@ -8,6 +8,16 @@ use rusqlite::{Connection, Row, TransactionBehavior, ffi};
 
 use super::error::Result;
 
+/// SQL for the newest `seq` of the conversation aliased `c`, 0 before its
+/// first message: one seek of `UNIQUE (conversation_id, seq)`. A macro so
+/// that statements can `concat!` it into one literal.
+macro_rules! last_seq_of_c {
+    () => {
+        "coalesce((SELECT max(s.seq) FROM messages s WHERE s.conversation_id = c.id), 0)"
+    };
+}
+pub(crate) use last_seq_of_c;
+
 /// A `messages` row selected as `id, conversation_id, seq, sender, content,
 /// content_type, client_message_id, sent_at`.
 pub(crate) fn message(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {

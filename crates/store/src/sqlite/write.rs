@@ -53,10 +53,6 @@ pub(crate) fn append(
         .into_iter()
         .map(|m| append_one(&tx, committed, &mut seqs, m))
         .collect::<Result<Vec<_>>>()?;
-    for (conversation, seq) in &seqs {
-        tx.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?
-            .execute(params![conversation.as_str(), seq])?;
-    }
     tx.commit()?;
     committed.merge(seqs);
     Ok(outcomes)
@@ -128,11 +124,15 @@ fn stored_duplicate(tx: &Connection, m: &NewMessage) -> Result<Option<StoredMess
     Ok(found)
 }
 
-/// The conversation's newest `seq` in the database, or `None` if it does
-/// not exist.
+/// The conversation's newest `seq` in the database (0 before its first
+/// message), or `None` if it does not exist.
 fn stored_last_seq(tx: &Connection, conversation: &ConversationId) -> Result<Option<i64>> {
     let seq = tx
-        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT ",
+            rows::last_seq_of_c!(),
+            " FROM conversations c WHERE c.id = ?1"
+        ))?
         .query_row([conversation.as_str()], |r| r.get(0))
         .optional()?;
     Ok(seq)
@@ -324,9 +324,13 @@ fn insert_member(
         .prepare_cached(
             // A new member starts caught up on delivery: the history before
             // they joined is not news to its senders.
-            "INSERT INTO members (conversation_id, user_id, joined_at, delivered_seq)
-             SELECT ?1, ?2, ?3, last_seq FROM conversations WHERE id = ?1
-             ON CONFLICT (conversation_id, user_id) DO NOTHING",
+            concat!(
+                "INSERT INTO members (conversation_id, user_id, joined_at, delivered_seq)
+                 SELECT ?1, ?2, ?3, ",
+                rows::last_seq_of_c!(),
+                " FROM conversations c WHERE c.id = ?1
+                 ON CONFLICT (conversation_id, user_id) DO NOTHING"
+            ),
         )?
         .execute(params![conv.as_str(), user.as_str(), now])?;
     Ok(inserted == 1)
