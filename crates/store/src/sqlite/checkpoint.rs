@@ -41,6 +41,8 @@ const MIN_PAUSE: Duration = Duration::from_millis(20);
 /// against 349-1,929 ms; `latency` did not move (p99 4.1-5.7 ms against
 /// 4.6-6.5 ms; three alternating runs each).
 const PAUSE_PER_CHECKPOINT_TIME: u32 = 8;
+/// The longest pause, so that the log, and the checkpoint that follows a
+/// pause, stay bounded whatever the load.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
 /// A log this many pages long (~256 MiB) is checkpointed even if the writer
 /// must wait for it.
@@ -102,9 +104,9 @@ fn run(conn: Connection, stop: &AtomicBool) {
     }
 }
 
-/// How long to wait after a checkpoint that took `took`: the checkpointer
-/// is busy at most about a ninth of the time, and checkpoints at least
-/// every [`MAX_PAUSE`].
+/// How long to wait after a checkpoint that took `took`: eight times as
+/// long (the checkpointer busy a ninth of the time), within [`MIN_PAUSE`]
+/// and [`MAX_PAUSE`].
 fn pause_after(took: Duration) -> Duration {
     took.saturating_mul(PAUSE_PER_CHECKPOINT_TIME)
         .clamp(MIN_PAUSE, MAX_PAUSE)
