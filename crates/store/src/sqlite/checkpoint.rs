@@ -38,8 +38,9 @@ const MIN_PAUSE: Duration = Duration::from_millis(20);
 /// checkpoints a second copied most index leaves again, ~2.7 ms of CPU
 /// each, 13 % of the core. With this pause the checkpointer took 0.56-0.59 s
 /// of CPU per run instead of 1.34-1.73 s, and the ack p99 was 184-529 ms
-/// against 349-1,929 ms; `latency` did not move (p99 4.1-5.7 ms against
-/// 4.6-6.5 ms; three alternating runs each).
+/// against 349-1,929 ms (three alternating runs each); in `latency` the
+/// pause stays at 20-22 ms and the p99 within the noise (median 6.5 ms
+/// against 5.8 over nine alternating runs, 2.9-8.5 ms either way).
 const PAUSE_PER_CHECKPOINT_TIME: u32 = 8;
 /// The longest pause, so that the log, and the checkpoint that follows a
 /// pause, stay bounded whatever the load.
