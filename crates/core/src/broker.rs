@@ -38,7 +38,7 @@ pub struct Event {
 
 /// Which message a `new_message` frame carries, so that writing it to a
 /// recipient's socket can be reported as a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct MessageTag {
     pub conversation: ConversationId,
     pub seq: i64,
@@ -49,6 +49,32 @@ pub struct MessageTag {
     /// Whether its deliveries are reported back to the sender: not in large
     /// conversations, where every message would bring members-1 receipts.
     pub receipt: bool,
+    /// Run once every holder of the tag has let go of it: on this instance,
+    /// once each recipient's copy is written and its delivery handled.
+    pub on_release: Option<OnRelease>,
+}
+
+/// A closure run when dropped, exactly once.
+pub struct OnRelease(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl OnRelease {
+    pub fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+}
+
+impl Drop for OnRelease {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for OnRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRelease")
+    }
 }
 
 /// The local end of fan-out: hands an event to this instance's connections.
@@ -67,4 +93,33 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether events travel through an external service to other
     /// instances (false for the in-process broker).
     fn is_shared(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn on_release_runs_once_when_the_last_holder_lets_go() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let tag = Arc::new(MessageTag {
+            conversation: ConversationId::new_unchecked("c"),
+            seq: 1,
+            id: MessageId::new_unchecked("m"),
+            sender: UserId::new_unchecked("s"),
+            committed_at_us: 0,
+            receipt: true,
+            on_release: Some(OnRelease::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })),
+        });
+        let copy = tag.clone();
+        drop(tag);
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "a holder is left");
+        drop(copy);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
 }

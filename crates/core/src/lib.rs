@@ -13,7 +13,7 @@ pub mod message;
 pub mod store;
 pub mod time;
 
-pub use broker::{Broker, Delivery, Event, EventKind, MessageTag};
+pub use broker::{Broker, Delivery, Event, EventKind, MessageTag, OnRelease};
 pub use ids::{ConversationId, IdError, MessageId, SessionId, UserId};
 pub use message::{Limits, MessageError, NewMessage, StoredMessage};
 pub use store::{

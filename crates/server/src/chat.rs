@@ -10,12 +10,13 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use natter_core::{
     Broker, ConversationId, Event, EventKind, Limits, MessageError, MessageId, MessageTag,
-    NewMessage, Store, StoreError, StoredMessage, SyncQuery, UserId, time,
+    NewMessage, OnRelease, Store, StoreError, StoredMessage, SyncQuery, UserId, time,
 };
 use natter_protocol::{
     ErrorCode, MessageSentRef, NewMessageRef, ReadReceipt, SendMessage, ServerFrame, SyncRequest,
@@ -128,6 +129,8 @@ impl Chat {
         let receipts = receipts::start(store.clone(), broker.clone());
         let committer = Committer {
             large_conversation: config.large_conversation,
+            ack_wait: config.ack_wait,
+            ack_wait_batch: config.ack_wait_batch,
             store: store.clone(),
             broker: broker.clone(),
             receipts: receipts.clone(),
@@ -271,7 +274,7 @@ impl Chat {
                 }
             };
             // A replay has no fan-out latency to measure: committed_at 0.
-            let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0, receipt)));
+            let item = Outgoing::Message(json(&frame), Arc::new(tag(message, 0, receipt, None)));
             if conn.outbox.push_when_room(item).await.is_err() {
                 return Ok(()); // the connection is closing
             }
@@ -472,6 +475,10 @@ async fn expire_typing(chat: std::sync::Weak<Chat>, stop: CancellationToken) {
 struct Committer {
     /// Above this many members, deliveries are not receipted.
     large_conversation: usize,
+    /// How long an ack may wait to leave with its receipts, and in commits
+    /// of how many sends (see `Config`).
+    ack_wait: Duration,
+    ack_wait_batch: usize,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     /// A sender has "received" their own message: it advances their
@@ -510,9 +517,12 @@ impl Committer {
     async fn commit(&self, sends: Vec<(NewMessage, Reply)>) {
         let (batch, replies): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
         self.metrics.commit_batch_size.observe(batch.len() as f64);
+        let busy = batch.len() >= self.ack_wait_batch;
         let started = std::time::Instant::now();
         let results = self.store.append(batch).await;
         Metrics::observe(&self.metrics.commit_seconds, started.elapsed());
+        // Senders whose acks wait to leave with their receipts.
+        let mut waiting = Vec::new();
         for (i, (audience, sender, request_id, accepted)) in replies.into_iter().enumerate() {
             let result = match &results {
                 Ok(results) => results
@@ -538,31 +548,6 @@ impl Committer {
             // send, where the owned `ServerFrame`s took 1.07 µs (~2 % of the
             // core at 150,000 deliveries/s).
             let sent_at = time::iso8601(message.sent_at);
-            if !appended.duplicate {
-                self.metrics.messages_sent.inc();
-                let receipt = audience.len() <= self.large_conversation;
-                let tag = Arc::new(tag(&message, time::now_us(), receipt));
-                if receipt {
-                    self.receipts.report(&sender.user, vec![tag.clone()]);
-                }
-                let frame = NewMessageRef {
-                    id: message.id.as_str(),
-                    conversation_id: message.conversation.as_str(),
-                    sender: message.sender.as_str(),
-                    content: &message.content,
-                    content_type: &message.content_type,
-                    seq: message.seq,
-                    sent_at: &sent_at,
-                    client_message_id: message.client_message_id.as_deref(),
-                };
-                self.broker.publish(Event {
-                    audience,
-                    except_session: Some(sender.session),
-                    kind: EventKind::Durable,
-                    payload: Bytes::from(frame.to_json()),
-                    message: Some(tag),
-                });
-            }
             let ack = MessageSentRef {
                 message_id: message.id.as_str(),
                 conversation_id: message.conversation.as_str(),
@@ -572,9 +557,60 @@ impl Committer {
                 duplicate: appended.duplicate,
                 request_id: request_id.as_deref(),
             };
-            let ack = Bytes::from(ack.to_json());
-            let _ = sender.outbox.push(Outgoing::Text(ack), EventKind::Durable);
+            let ack = Outgoing::Text(Bytes::from(ack.to_json()));
             Metrics::observe(&self.metrics.send_ack_seconds, accepted.elapsed());
+            let receipt = audience.len() <= self.large_conversation;
+            let waits = busy && receipt && !appended.duplicate && !self.ack_wait.is_zero();
+            if waits {
+                // Queued before the message is published, so before any of
+                // its receipts: the ack leaves first, and with them.
+                let _ = sender.outbox.push_quietly(ack, EventKind::Durable);
+                waiting.push(sender.clone());
+            } else {
+                let _ = sender.outbox.push(ack, EventKind::Durable);
+            }
+            if appended.duplicate {
+                continue;
+            }
+            // Run once every local recipient's copy is written and its
+            // delivery handled (at once if none is connected).
+            let on_release = waits.then(|| {
+                let sender = sender.clone();
+                OnRelease::new(move || sender.outbox.announce())
+            });
+            self.metrics.messages_sent.inc();
+            let tag = Arc::new(tag(&message, time::now_us(), receipt, on_release));
+            if receipt {
+                self.receipts.report(&sender.user, vec![tag.clone()]);
+            }
+            let frame = NewMessageRef {
+                id: message.id.as_str(),
+                conversation_id: message.conversation.as_str(),
+                sender: message.sender.as_str(),
+                content: &message.content,
+                content_type: &message.content_type,
+                seq: message.seq,
+                sent_at: &sent_at,
+                client_message_id: message.client_message_id.as_deref(),
+            };
+            self.broker.publish(Event {
+                audience,
+                except_session: Some(sender.session),
+                kind: EventKind::Durable,
+                payload: Bytes::from(frame.to_json()),
+                message: Some(tag),
+            });
+        }
+        // Acks whose receipts are late (a slow recipient, a gap in a
+        // watermark) leave without them.
+        if !waiting.is_empty() {
+            let wait = self.ack_wait;
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                for connection in waiting {
+                    connection.outbox.announce();
+                }
+            });
         }
     }
 }
@@ -588,7 +624,12 @@ type Reply = (
     std::time::Instant,
 );
 
-fn tag(message: &StoredMessage, committed_at_us: i64, receipt: bool) -> MessageTag {
+fn tag(
+    message: &StoredMessage,
+    committed_at_us: i64,
+    receipt: bool,
+    on_release: Option<OnRelease>,
+) -> MessageTag {
     MessageTag {
         conversation: message.conversation.clone(),
         seq: message.seq,
@@ -596,6 +637,7 @@ fn tag(message: &StoredMessage, committed_at_us: i64, receipt: bool) -> MessageT
         sender: message.sender.clone(),
         committed_at_us,
         receipt,
+        on_release,
     }
 }
 

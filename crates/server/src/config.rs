@@ -43,6 +43,15 @@ pub struct Config {
     /// events: delivery receipts, read receipts to others (the reader's own
     /// devices still get theirs) and presence between their members.
     pub large_conversation: usize,
+    /// Under load, how long an ack may wait for the delivery receipts of
+    /// its message, to leave in the same socket write as them: one write
+    /// to the sender instead of two. It leaves sooner, once every recipient
+    /// on this instance has been written to and receipted (at once when
+    /// none is connected). Zero: acks leave at commit.
+    pub ack_wait: Duration,
+    /// "Under load": in commits of at least this many sends. A light load
+    /// has cores to spare for a second write, and its acks go at once.
+    pub ack_wait_batch: usize,
     /// The credential of the admin HTTP endpoints (`Authorization: Bearer
     /// <token>`). None: the admin endpoints are off. Never printed.
     pub admin_token: Option<String>,
@@ -68,6 +77,8 @@ impl Config {
             typing_throttle: Duration::from_secs(2),
             typing_expiry: Duration::from_secs(6),
             large_conversation: 100,
+            ack_wait: Duration::from_millis(20),
+            ack_wait_batch: 16,
             admin_token: None,
         }
     }
@@ -95,6 +106,8 @@ impl fmt::Debug for Config {
             .field("typing_throttle", &self.typing_throttle)
             .field("typing_expiry", &self.typing_expiry)
             .field("large_conversation", &self.large_conversation)
+            .field("ack_wait", &self.ack_wait)
+            .field("ack_wait_batch", &self.ack_wait_batch)
             .finish()
     }
 }

@@ -125,6 +125,26 @@ impl Outbox {
     /// Queues a frame. Ephemeral events are dropped, silently, once the queue
     /// is half full; anything else past the limit closes the connection.
     pub fn push(&self, item: Outgoing, kind: EventKind) -> Result<(), PushError> {
+        if self.queue(item, kind)? {
+            self.writer.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame like [`push`](Self::push) but leaves the writer asleep
+    /// until the next push or [`announce`](Self::announce): for a frame that
+    /// others are about to follow, so that they leave in one write.
+    pub fn push_quietly(&self, item: Outgoing, kind: EventKind) -> Result<(), PushError> {
+        self.queue(item, kind).map(drop)
+    }
+
+    /// Wakes the writer for what [`push_quietly`](Self::push_quietly) queued.
+    pub fn announce(&self) {
+        self.writer.wake();
+    }
+
+    /// Whether the item was queued (an ephemeral one may be dropped).
+    fn queue(&self, item: Outgoing, kind: EventKind) -> Result<bool, PushError> {
         let size = item.payload_len();
         let mut state = self.lock();
         if state.close.is_some() {
@@ -132,7 +152,7 @@ impl Outbox {
         }
         if kind == EventKind::Ephemeral && state.bytes + size > self.max_bytes / 2 {
             self.metrics.slow_consumer_drops.inc();
-            return Ok(());
+            return Ok(false);
         }
         if state.bytes + size > self.max_bytes {
             state.close = Some(Close {
@@ -150,8 +170,7 @@ impl Outbox {
         state.queue.push_back(item);
         drop(state);
         self.metrics.outbox_queued_bytes.inc_by(size as i64);
-        self.writer.wake();
-        Ok(())
+        Ok(true)
     }
 
     /// Queues a frame once the queue has room for it: for replies the

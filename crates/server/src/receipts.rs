@@ -271,6 +271,7 @@ mod tests {
             sender: UserId::new_unchecked("s"),
             committed_at_us: 0,
             receipt: true,
+            on_release: None,
         })
     }
 
