@@ -573,10 +573,16 @@ impl Committer {
                 continue;
             }
             // Run once every local recipient's copy is written and its
-            // delivery handled (at once if none is connected).
+            // delivery handled (at once if none is connected). Weak: a tag
+            // can wait long in a watermark's gap, and must not keep a
+            // closed connection alive.
             let on_release = waits.then(|| {
-                let sender = sender.clone();
-                OnRelease::new(move || sender.outbox.announce())
+                let sender = Arc::downgrade(&sender);
+                OnRelease::new(move || {
+                    if let Some(sender) = sender.upgrade() {
+                        sender.outbox.announce();
+                    }
+                })
             });
             self.metrics.messages_sent.inc();
             let tag = Arc::new(tag(&message, time::now_us(), receipt, on_release));
