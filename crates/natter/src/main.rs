@@ -118,6 +118,10 @@ struct ServeArgs {
     /// receipts only to the reader's devices, and no presence between members.
     #[arg(long, env = "LARGE_CONVERSATION_MEMBERS", default_value_t = 100)]
     large_conversation_members: usize,
+    /// Under load, how many ms an ack may wait to leave in one write with its
+    /// message's delivery receipts; 0 sends every ack at commit.
+    #[arg(long, env = "ACK_WAIT_MS", default_value_t = 20)]
+    ack_wait_ms: u64,
     /// Clock skew tolerated on token expiry, in seconds.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
     jwt_leeway_secs: u64,
@@ -276,6 +280,7 @@ async fn run_server(
     config.typing_expiry = Duration::from_millis(args.typing_expiry_ms.max(10));
     config.jwt_leeway = Duration::from_secs(args.jwt_leeway_secs);
     config.large_conversation = args.large_conversation_members;
+    config.ack_wait = Duration::from_millis(args.ack_wait_ms);
     config.admin_token = args.admin_token.filter(|t| !t.is_empty());
     tracing::info!(address = %listener.local_addr()?, "natter listening");
     let broker: natter_server::BrokerFactory =
