@@ -572,18 +572,7 @@ impl Committer {
             if appended.duplicate {
                 continue;
             }
-            // Run once every local recipient's copy is written and its
-            // delivery handled (at once if none is connected). Weak: a tag
-            // can wait long in a watermark's gap, and must not keep a
-            // closed connection alive.
-            let on_release = waits.then(|| {
-                let sender = Arc::downgrade(&sender);
-                OnRelease::new(move || {
-                    if let Some(sender) = sender.upgrade() {
-                        sender.outbox.announce();
-                    }
-                })
-            });
+            let on_release = waits.then(|| announce_on_release(&sender));
             self.metrics.messages_sent.inc();
             let tag = Arc::new(tag(&message, time::now_us(), receipt, on_release));
             if receipt {
@@ -607,18 +596,34 @@ impl Committer {
                 message: Some(tag),
             });
         }
-        // Acks whose receipts are late (a slow recipient, a gap in a
-        // watermark) leave without them.
         if !waiting.is_empty() {
-            let wait = self.ack_wait;
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                for connection in waiting {
-                    connection.outbox.announce();
-                }
-            });
+            announce_after(self.ack_wait, waiting);
         }
     }
+}
+
+/// What a message's tag does when released, every local recipient's copy
+/// written and its delivery handled (at once if none is connected): let
+/// the sender's waiting ack go. Weak: a tag can wait long in a watermark's
+/// gap, and must not keep a closed connection alive.
+fn announce_on_release(sender: &Arc<Connection>) -> OnRelease {
+    let sender = Arc::downgrade(sender);
+    OnRelease::new(move || {
+        if let Some(sender) = sender.upgrade() {
+            sender.outbox.announce();
+        }
+    })
+}
+
+/// Lets waiting acks go after `wait` whatever their receipts do (a slow
+/// recipient, a gap in a watermark).
+fn announce_after(wait: Duration, waiting: Vec<Arc<Connection>>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        for connection in waiting {
+            connection.outbox.announce();
+        }
+    });
 }
 
 /// Who hears about a committed send: its audience, the sending connection
