@@ -11,7 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use natter_client::ServerFrame;
+use natter_client::{Client, ServerFrame};
+use serde_json::json;
 
 /// Longer than any test waits: an ack that comes did not come by the timer.
 const NEVER: Duration = Duration::from_secs(3600);
@@ -66,19 +67,52 @@ async fn the_ack_leaves_with_its_receipt_and_before_it() {
     }
 }
 
-#[tokio::test]
-async fn an_ack_whose_receipt_is_held_back_leaves_after_the_wait() {
-    let server = server(Duration::from_millis(300)).await;
+/// alice writes to dave while he is away; dave comes back without
+/// syncing. The next message reaches him past a gap, so its receipt waits
+/// for the gap to fill, and no frame comes to alice that could carry her
+/// ack.
+async fn dave_back_with_a_gap(server: &TestServer) -> (Client, Client) {
     let mut alice = server.connect("alice").await;
     send(&mut alice, "pair", "while dave is away").await;
-    // dave comes back without syncing: the next message reaches him past a
-    // gap, so its receipt waits for the gap to fill, and no frame comes to
-    // alice that could carry her ack.
-    let mut dave = server.connect("dave").await;
+    let dave = server.connect("dave").await;
     match next(&mut alice).await {
         ServerFrame::PresenceUpdate { user_id, .. } => assert_eq!(user_id, "dave"),
         other => panic!("expected dave's presence, got {other:?}"),
     }
+    (alice, dave)
+}
+
+#[tokio::test]
+async fn the_ack_is_held_until_its_message_is_settled() {
+    let server = server(NEVER).await;
+    let (mut alice, mut dave) = dave_back_with_a_gap(&server).await;
+    let request = alice
+        .send_message("pair", "welcome back", None)
+        .await
+        .expect("send");
+    let message = next_new_message(&mut dave).await;
+    assert_silent(&mut alice, Duration::from_millis(300)).await;
+    // dave syncs: the gap fills, the message is settled, and the ack goes.
+    dave.send_json(&json!({"type": "sync", "cursors": {"pair": 0}}))
+        .await
+        .expect("sync");
+    match next_message_frame(&mut alice).await {
+        ServerFrame::MessageSent {
+            message_id,
+            request_id,
+            ..
+        } => {
+            assert_eq!(request_id.as_deref(), Some(request.as_str()));
+            assert_eq!(message_id, message.id);
+        }
+        other => panic!("expected the ack, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_ack_whose_receipt_is_held_back_leaves_after_the_wait() {
+    let server = server(Duration::from_millis(300)).await;
+    let (mut alice, mut dave) = dave_back_with_a_gap(&server).await;
     let (id, seq) = send(&mut alice, "pair", "welcome back").await;
     assert_eq!(seq, 2);
     assert_eq!(next_new_message(&mut dave).await.id, id);
