@@ -73,13 +73,25 @@ async fn the_ack_leaves_with_its_receipt_and_before_it() {
 /// ack.
 async fn dave_back_with_a_gap(server: &TestServer) -> (Client, Client) {
     let mut alice = server.connect("alice").await;
+    // First her contacts' presence (bob, carol, dave): no frame may come
+    // late and carry a waiting ack out with it.
+    for _ in 0..3 {
+        presence(&mut alice).await;
+    }
     send(&mut alice, "pair", "while dave is away").await;
     let dave = server.connect("dave").await;
-    match next(&mut alice).await {
-        ServerFrame::PresenceUpdate { user_id, .. } => assert_eq!(user_id, "dave"),
-        other => panic!("expected dave's presence, got {other:?}"),
-    }
+    assert_eq!(presence(&mut alice).await, ("dave".into(), "online".into()));
     (alice, dave)
+}
+
+/// The next frame, which must be a presence update: (user, status).
+async fn presence(client: &mut Client) -> (String, String) {
+    match next(client).await {
+        ServerFrame::PresenceUpdate {
+            user_id, status, ..
+        } => (user_id, status),
+        other => panic!("expected a presence update, got {other:?}"),
+    }
 }
 
 #[tokio::test]
