@@ -45,8 +45,17 @@ const PAUSE_PER_CHECKPOINT_TIME: u32 = 8;
 /// The longest pause, so that the log, and the checkpoint that follows a
 /// pause, stay bounded whatever the load.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
-/// A log this many pages long (~256 MiB) is checkpointed even if the writer
-/// must wait for it.
+/// A log this many pages long (64 MiB of natter's 1 KiB pages) is
+/// restarted even though the writer must wait for it.
+///
+/// Under a steady load a PASSIVE checkpoint never catches up (the writer
+/// commits while it copies), so SQLite never rewinds the log by itself, and
+/// only a RESTART, which holds the writer's lock, bounds it. In
+/// `natter-bench dm` that is every ~0.4 s, and each RESTART kept the
+/// writer's `BEGIN` waiting 4-16 ms. A 256 MiB limit made them four times
+/// rarer but the ack p99 worse (74-106 ms against 22-27); running PASSIVE
+/// passes back to back before the RESTART, so that it had less to copy,
+/// did not shorten the wait (two runs each).
 const FORCE_PAGES: i64 = 65_536;
 
 pub(crate) struct Checkpointer {
