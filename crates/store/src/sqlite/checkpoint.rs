@@ -47,15 +47,19 @@ const PAUSE_PER_CHECKPOINT_TIME: u32 = 8;
 /// The longest pause, so that the log, and the checkpoint that follows a
 /// pause, stay bounded whatever the load.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
-/// A log this many pages long (64 MiB of natter's 1 KiB pages) is
+/// A log this many pages long (32 MiB of natter's 1 KiB pages) is
 /// restarted even though the writer must wait for it.
 ///
 /// Under a steady load a PASSIVE checkpoint never catches up (the writer
 /// commits while it copies), so SQLite never rewinds the log by itself, and
-/// only a RESTART, which holds the writer's lock, bounds it: in
-/// `natter-bench dm`, every ~0.4 s. A 256 MiB limit made them four times
-/// rarer but the ack p99 worse (74-106 ms against 22-27, two runs each).
-const FORCE_PAGES: i64 = 65_536;
+/// only a RESTART, which holds the writer's lock, bounds it. A longer log
+/// means rarer RESTARTs but a worse `natter-bench dm` ack p99 (median of
+/// five alternating runs): 21.8 ms at 32 MiB, 23.4 at 16, 27.2 at 64,
+/// 38-39 at 128 (two runs) and 74-106 at 256 (two runs). A log longer than
+/// `journal_size_limit` (64 MiB, set in `connect`) is cut back at each
+/// restart and then grown again, and a write that grows the file costs its
+/// sync more than one that overwrites.
+const FORCE_PAGES: i64 = 32_768;
 
 pub(crate) struct Checkpointer {
     stop: Arc<AtomicBool>,
