@@ -138,8 +138,9 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// SQLite's own busy handler (`busy_timeout`) sleeps 1, 2, 5, 10 ms and
 /// more. In `natter-bench dm` the checkpointer's forced RESTART (see
-/// `checkpoint`) holds the writer's lock every ~0.4 s, and the writer's
-/// `BEGIN` then slept 8-18 ms, up to 79, for a lock freed sooner. With these
+/// `checkpoint`) held the writer's lock every ~0.4 s (now every ~0.2 s, and
+/// briefly), and the writer's `BEGIN` slept 8-18 ms, up to 79, each time,
+/// for a lock freed sooner. With these
 /// pauses the ack p99 was 22-28 ms against 31-48 ms (four alternating runs
 /// each), for about 1 % more server CPU.
 const SHORT_PAUSE: Duration = Duration::from_micros(100);
