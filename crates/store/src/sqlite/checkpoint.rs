@@ -149,10 +149,8 @@ fn run(conn: Connection, mut flush: Flush, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(pause);
         let started = Instant::now();
-        let outcome = checkpoint(&conn, "PASSIVE");
-        if let Ok(progress) = outcome {
-            flush.after(progress);
-        }
+        let outcome = checkpoint(&conn, "PASSIVE").inspect(|progress| flush.after(*progress));
+        // The pass's time, flush included, sets the pause.
         pause = pause_after(started.elapsed());
         match outcome {
             Ok(progress) if progress.log_pages > FORCE_PAGES => {
@@ -168,9 +166,9 @@ fn run(conn: Connection, mut flush: Flush, stop: &AtomicBool) {
     }
 }
 
-/// How long to wait after a checkpoint that took `took`: eight times as
-/// long (the checkpointer busy a ninth of the time), within [`MIN_PAUSE`]
-/// and [`MAX_PAUSE`].
+/// How long to wait after a pass (checkpoint and flush) that took `took`:
+/// eight times as long (the checkpointer busy a ninth of the time), within
+/// [`MIN_PAUSE`] and [`MAX_PAUSE`].
 fn pause_after(took: Duration) -> Duration {
     took.saturating_mul(PAUSE_PER_CHECKPOINT_TIME)
         .clamp(MIN_PAUSE, MAX_PAUSE)
